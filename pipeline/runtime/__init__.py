@@ -1,0 +1,1 @@
+"""Batching, file rotation and checkpointing: the only place offsets are committed."""
