@@ -97,6 +97,7 @@ class Reason(StrEnum):
     UNKNOWN_SCHEMA_ID = "UNKNOWN_SCHEMA_ID"  # wire format ok, schema id not resolvable
     BAD_MAGIC_BYTE = "BAD_MAGIC_BYTE"  # not the Confluent wire format
     MISSING_FIELD = "MISSING_FIELD"  # a required field is null or empty
+    INVALID_VALUE = "INVALID_VALUE"  # an enum field holds a value outside its symbols
     NEGATIVE_DURATION = "NEGATIVE_DURATION"  # duration_ms < 0
     MALFORMED_CALLED_NUMBER = "MALFORMED_CALLED_NUMBER"  # called_number not well-formed E.164
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"  # account_id not in accounts.csv
@@ -119,3 +120,7 @@ class LineType(StrEnum):
 
 #: Toll-free NPAs (R3). A NANP fact, not a tariff parameter.
 TOLL_FREE_NPAS: frozenset[int] = frozenset({800, 833, 844, 855, 866, 877, 888})
+
+
+#: Carrier categories as an Arrow-friendly tuple, UNKNOWN last (R-CARRIER).
+CATEGORY_NAMES: tuple[str, ...] = (*OCN_CATEGORIES, CarrierCategory.UNKNOWN.value)

@@ -21,15 +21,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.rating.codes import OCN_CATEGORIES, REGION_CODE, CarrierCategory, Region
+from pipeline.rating.codes import CATEGORY_NAMES, OCN_CATEGORIES, REGION_CODE, Region
+from pipeline.rating.money import to_micro
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 I8 = npt.NDArray[np.int8]
 
-MICRO = Decimal("0.000001")
 UNKNOWN_CATEGORY = len(OCN_CATEGORIES)  # code of CarrierCategory.UNKNOWN
-CATEGORY_NAMES: tuple[str, ...] = (*OCN_CATEGORIES, CarrierCategory.UNKNOWN.value)
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ class ReferenceData:
 
         acc = accounts.sort_by("account_id")
         overrides = [
-            -1 if not v else _to_micro(Decimal(str(v)))
+            -1 if not v else to_micro(Decimal(str(v)))
             for v in acc.column("toll_free_flat_per_min").to_pylist()
         ]
         bl_prefixes = [str(x) for x in blocklist.column("prefix").to_pylist()]
@@ -254,14 +253,6 @@ class ReferenceData:
         """Row of each account id in the account arrays, -1 when unknown (R1)."""
         idx = pc.index_in(account_ids, value_set=self.account_ids)
         return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
-
-
-def _to_micro(value: Decimal) -> int:
-    """Exact micro-units of a decimal with at most 6 places (ValueError otherwise)."""
-    scaled = value * 1_000_000
-    if scaled != scaled.to_integral_value():
-        raise ValueError(f"{value} has more than 6 decimal places")
-    return int(scaled)
 
 
 def _codes_for(values: pa.Array | pa.ChunkedArray, vocabulary: list[str], what: str) -> I32:

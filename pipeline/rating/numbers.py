@@ -1,0 +1,123 @@
+"""E.164 numbers, vectorized: well-formedness, R-REGION, state, R-CARRIER.
+
+A number is well-formed when it matches ``^\\+[1-9][0-9]{7,14}$`` and, if it starts
+with ``+1``, has exactly 10 digits after the ``+1`` (spec section 2). Numbers are
+never normalized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.rating.codes import REGION_CODE, TOLL_FREE_NPAS, Region
+from pipeline.refdata.model import UNKNOWN_CATEGORY, ReferenceData
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+BOOL = npt.NDArray[np.bool_]
+
+WELL_FORMED = r"^\+(?:1[0-9]{10}|[2-9][0-9]{7,14})$"
+_TEN_10 = 10**10
+_MEXICO = REGION_CODE[Region.MEXICO]
+_INTERNATIONAL = REGION_CODE[Region.INTERNATIONAL]
+_UNKNOWN = REGION_CODE[Region.UNKNOWN]
+_TOLL_FREE = np.zeros(1000, dtype=np.bool_)
+_TOLL_FREE[list(TOLL_FREE_NPAS)] = True
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """Parsed numbers of one column. ``digits`` is -1 where not well-formed."""
+
+    present: BOOL
+    well_formed: BOOL
+    digits: I64  # all digits after '+', as an integer
+    ndigits: I64
+    nanp: BOOL  # well-formed +1 number
+    national: I64  # the 10 NANP digits, -1 otherwise
+
+    @property
+    def npa(self) -> I64:
+        return np.where(self.nanp, self.national // 10**7, 0)
+
+    @property
+    def toll_free(self) -> BOOL:
+        """R3: a +1 number in a toll-free NPA."""
+        return self.nanp & _TOLL_FREE[self.npa]
+
+
+def parse_numbers(column: pa.Array | pa.ChunkedArray) -> Numbers:
+    """Parse a string column of E.164 numbers (nulls allowed)."""
+    present = np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=np.bool_)
+    ok = pc.fill_null(pc.match_substring_regex(column, WELL_FORMED), False)
+    well_formed = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=np.bool_)
+    cleaned = pc.if_else(ok, column, pa.scalar("+0"))
+    digits_str = pc.utf8_slice_codeunits(cleaned, 1)
+    digits = np.asarray(pc.cast(digits_str, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    ndigits = np.asarray(pc.utf8_length(digits_str).to_numpy(zero_copy_only=False), dtype=np.int64)
+    digits = np.where(well_formed, digits, -1)
+    nanp = well_formed & (ndigits == 11) & (digits // _TEN_10 == 1)
+    national = np.where(nanp, digits - _TEN_10, -1)
+    return Numbers(present, well_formed, digits, ndigits, nanp, national)
+
+
+def choose(mask: BOOL, a: Numbers, b: Numbers) -> Numbers:
+    """Row-wise ``a`` where ``mask`` else ``b``."""
+    return Numbers(
+        *(np.where(mask, getattr(a, f), getattr(b, f)) for f in Numbers.__dataclass_fields__)
+    )
+
+
+def region_of(numbers: Numbers, ref: ReferenceData) -> npt.NDArray[np.int8]:
+    """R-REGION code per number: NPA region for +1, MEXICO for +52, else INTERNATIONAL;
+    missing or malformed: UNKNOWN."""
+    mexico = numbers.well_formed & ~numbers.nanp & (
+        numbers.digits // 10 ** np.clip(numbers.ndigits - 2, 0, 18) == 52
+    )
+    region = np.where(numbers.nanp, ref.npa_region[numbers.npa], _INTERNATIONAL)
+    region = np.where(mexico, _MEXICO, region)
+    return np.where(numbers.well_formed, region, _UNKNOWN).astype(np.int8)
+
+
+def _block_lookup(numbers: Numbers, ref: ReferenceData) -> tuple[I32, I32]:
+    """(ocn, state) of the 7-digit thousands block, else the 6-digit NPA-NXX; -1 if none."""
+    nat = numbers.national
+    p7 = ref.block7.find(np.where(numbers.nanp, nat // 1000, -1))
+    p6 = ref.block6.find(np.where(numbers.nanp, nat // 10_000, -1))
+    ocn7 = np.where(p7 >= 0, ref.block7_ocn[np.maximum(p7, 0)] if len(ref.block7) else -1, -1)
+    st7 = np.where(p7 >= 0, ref.block7_state[np.maximum(p7, 0)] if len(ref.block7) else -1, -1)
+    ocn6 = np.where(p6 >= 0, ref.block6_ocn[np.maximum(p6, 0)] if len(ref.block6) else -1, -1)
+    st6 = np.where(p6 >= 0, ref.block6_state[np.maximum(p6, 0)] if len(ref.block6) else -1, -1)
+    return (
+        np.where(p7 >= 0, ocn7, ocn6).astype(np.int32),
+        np.where(p7 >= 0, st7, st6).astype(np.int32),
+    )
+
+
+def state_of(numbers: Numbers, ref: ReferenceData) -> I32:
+    """State index: npanxx (7 then 6 digits), else npa_regions; -1 unknown or non-NANP."""
+    _, block_state = _block_lookup(numbers, ref)
+    npa_state = np.where(numbers.nanp, ref.npa_state[numbers.npa], -1)
+    return np.where(block_state >= 0, block_state, npa_state).astype(np.int32)
+
+
+def carrier_of(numbers: Numbers, ref: ReferenceData) -> tuple[I32, npt.NDArray[np.int8]]:
+    """R-CARRIER: (ocn index, category code). Ported number (LNP) first, then the
+    thousands block, then the NPA-NXX; no match: ocn -1 and category UNKNOWN."""
+    block_ocn, _ = _block_lookup(numbers, ref)
+    pos = ref.lnp.find(np.where(numbers.nanp, numbers.national, -1))
+    lnp_ocn = np.where(pos >= 0, ref.lnp_ocn[np.maximum(pos, 0)] if len(ref.lnp) else -1, -1)
+    ocn = np.where(pos >= 0, lnp_ocn, block_ocn).astype(np.int32)
+    category = np.where(
+        ocn >= 0, ref.ocn_category[np.maximum(ocn, 0)] if ref.ocns else UNKNOWN_CATEGORY,
+        UNKNOWN_CATEGORY,
+    ).astype(np.int8)
+    return ocn, category
+
+
+__all__ = ["Numbers", "carrier_of", "choose", "parse_numbers", "region_of", "state_of"]
