@@ -1,8 +1,238 @@
-"""The ``cdr-pipeline`` command line (placeholder until subcommands land)."""
+"""The ``cdr-pipeline`` command line (spec section 7): one entry point, subcommands.
+
+Exit codes: 0 success, 2 usage or configuration refused (the message names the
+problem), 3 infrastructure unavailable, 1 anything else.
+"""
 
 from __future__ import annotations
 
+import argparse
+import glob
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+from pipeline.errors import ConfigError, InfrastructureError, PipelineError
+from pipeline.observability import LOG, console, setup_logging
+
+DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"
+
+
+def _expand(inputs: Sequence[str]) -> list[Path]:
+    """Files, directories (their ``*.avro``) and globs -> sorted unique paths."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out.extend(sorted(path.glob("*.avro")))
+        elif any(ch in item for ch in "*?["):
+            out.extend(sorted(Path(p) for p in glob.glob(item)))
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ConfigError(f"{item}: no such file")
+    if not out:
+        raise ConfigError("no input files")
+    return list(dict.fromkeys(out))
+
+
+def _progress() -> object:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def load_reference(args: argparse.Namespace) -> object:
+    """Reference data from ``--refdata DIR`` (in-process) or ``--redis URL``."""
+    if getattr(args, "redis", None):
+        import redis
+
+        from pipeline.refdata.redis_store import read_reference_from_redis
+
+        return read_reference_from_redis(redis.Redis.from_url(args.redis))
+    from pipeline.refdata.files import load_reference_dir
+
+    return load_reference_dir(Path(args.refdata))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.generate import write_generated
+
+    out = Path(args.output)
+    started = time.perf_counter()
+    with _progress() as progress:  # type: ignore[attr-defined]
+        task = progress.add_task("generate", total=args.events, rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} ev/s" if elapsed else "")
+
+        write_generated(out, args.events, seed=args.seed, refdata_dir=Path(args.refdata), progress=advance)
+    console.print(f"wrote {args.events:,} events to {out} in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def cmd_rate(args: argparse.Namespace) -> int:
+    from pipeline.batch import rate_files, total_records
+    from pipeline.io.lake import Lake
+    from pipeline.tariff_files import load_tariff_dir
+
+    files = _expand(args.files)
+    ref = load_reference(args)
+    tariffs = load_tariff_dir(Path(args.tariffs))
+    lake = Lake(Path(args.output))
+    total = total_records(files)
+    started = time.perf_counter()
+    with _progress() as progress:  # type: ignore[attr-defined]
+        task = progress.add_task("rate", total=total, rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} CDR/s" if elapsed else "")
+
+        stats = rate_files(files, lake, ref, tariffs, batch_size=args.batch_size, progress=advance)  # type: ignore[arg-type]
+    console.print(
+        f"rated {stats.events:,} events in {stats.seconds:.1f} s ({stats.per_second:,.0f} CDR/s): "
+        f"{stats.rated:,} rated, {stats.dead_letters:,} dead letters -> {lake.root}"
+    )
+    if stats.by_reason:
+        console.print("dead letters by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_reason.items())))
+    return 0
+
+
+def cmd_close_cycle(args: argparse.Namespace) -> int:
+    from pipeline.batch import close
+    from pipeline.io.lake import Lake
+    from pipeline.summary import invoice_table
+    from pipeline.tariff_files import load_tariff_dir
+
+    ref = load_reference(args)
+    tariffs = load_tariff_dir(Path(args.tariffs))
+    lines = close(Lake(Path(args.lake)), ref, tariffs, args.cycle)  # type: ignore[arg-type]
+    console.print(invoice_table(lines, args.cycle))
+    console.print(f"{lines.num_rows} invoice lines -> {Path(args.lake) / 'invoice_lines' / f'billing_cycle={args.cycle}'}")
+    return 0
+
+
+def cmd_refdata_load(args: argparse.Namespace) -> int:
+    import redis
+
+    from pipeline.refdata.redis_store import load_to_redis
+
+    version = load_to_redis(redis.Redis.from_url(args.redis), Path(args.directory))
+    console.print(f"reference data version {version} is now current")
+    return 0
+
+
+def cmd_refdata_generate(args: argparse.Namespace) -> int:
+    from pipeline.refdata.generate import generate_reference_dir
+
+    started = time.perf_counter()
+    generate_reference_dir(Path(args.output), npanxx_rows=args.npanxx, lnp_rows=args.lnp, seed=args.seed)
+    console.print(f"wrote reference data to {args.output} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+
+    return run_demo(Path(args.workdir), events=args.events)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.tariff_files import DEFAULT_TARIFFS_DIR
+
+    parser = argparse.ArgumentParser(prog="cdr-pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def refdata_opts(p: argparse.ArgumentParser) -> None:
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--refdata", default=str(DEFAULT_REFDATA_DIR), help="reference data directory (default: the shipped sample)")
+        src.add_argument("--redis", help="read reference data from Redis instead (redis://...)")
+        p.add_argument("--tariffs", default=str(DEFAULT_TARIFFS_DIR), help="tariffs directory (default: the shipped tariffs)")
+
+    p = sub.add_parser("generate", help="write synthetic switch traffic to an Avro file")
+    p.add_argument("--events", type=int, required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--refdata", default=str(DEFAULT_REFDATA_DIR))
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("rate", help="batch-rate Avro files into the lake")
+    refdata_opts(p)
+    p.add_argument("--output", required=True, help="lake directory")
+    p.add_argument("--batch-size", type=int, default=250_000)
+    p.add_argument("files", nargs="+", help="Avro container files, directories or globs")
+    p.set_defaults(func=cmd_rate)
+
+    p = sub.add_parser("close-cycle", help="apply C1-C4 and write the cycle's invoice lines")
+    refdata_opts(p)
+    p.add_argument("--lake", required=True)
+    p.add_argument("--cycle", required=True, help="YYYY-MM")
+    p.set_defaults(func=cmd_close_cycle)
+
+    refdata = sub.add_parser("refdata", help="reference data").add_subparsers(dest="refdata_command", required=True)
+    p = refdata.add_parser("load", help="validate DIR and load it into Redis atomically")
+    p.add_argument("directory")
+    p.add_argument("--redis", required=True)
+    p.set_defaults(func=cmd_refdata_load)
+    p = refdata.add_parser("generate", help="write reference data of real size (benchmarks)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--npanxx", type=int, default=100_000)
+    p.add_argument("--lnp", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(func=cmd_refdata_generate)
+
+    p = sub.add_parser("demo", help="the whole path on this machine, nothing to install")
+    p.add_argument("--workdir", default="demo-lake")
+    p.add_argument("--events", type=int, default=200_000)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        return 2
+    except InfrastructureError as exc:
+        console.print(f"[red]unavailable:[/red] {exc}")
+        return 3
+    except PipelineError as exc:
+        LOG.error("failed: %s", exc)
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
