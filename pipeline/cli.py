@@ -155,10 +155,94 @@ def cmd_refdata_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> object:
+    """Settings from flags (only those given), environment and ``--config``."""
+    from pipeline.settings import load_settings
+
+    kafka = {"brokers": getattr(args, "brokers", None)}
+    redis = {"url": getattr(args, "redis", None)}
+    return load_settings(
+        Path(args.config) if getattr(args, "config", None) else None,
+        topic=getattr(args, "topic", None),
+        group=getattr(args, "group", None),
+        tariffs=getattr(args, "tariffs", None),
+        output=getattr(args, "output", None),
+        dead_letter_topic=getattr(args, "dead_letter_topic", None),
+        stop_when_idle=getattr(args, "stop_when_idle", None),
+        schema_registry=getattr(args, "schema_registry", None),
+        metrics_port=getattr(args, "metrics_port", None),
+        kafka={k: v for k, v in kafka.items() if v is not None},
+        redis={k: v for k, v in redis.items() if v is not None},
+    )
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pipeline.batch import total_records
+    from pipeline.streaming import produce_files
+
+    settings = _settings(args)
+    files = _expand(args.files)
+    started = time.perf_counter()
+    with _progress() as progress:  # type: ignore[attr-defined]
+        task = progress.add_task("produce", total=total_records(files), rate="")
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            elapsed = time.perf_counter() - started
+            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} ev/s" if elapsed else "")
+
+        stats = produce_files(
+            files, settings.kafka, settings.topic,  # type: ignore[attr-defined]
+            schema_registry=settings.schema_registry, progress=advance, partitions=args.partitions,  # type: ignore[attr-defined]
+        )  # fmt: skip
+    console.print(f"produced {stats.events:,} events to {settings.topic} in {stats.seconds:.1f} s")  # type: ignore[attr-defined]
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.streaming import run
+
+    settings = _settings(args)
+    setup_logging(settings.log_level)  # type: ignore[attr-defined]
+    stats = run(settings)  # type: ignore[arg-type]
+    p50, p99 = stats.latency_percentiles()
+    console.print(
+        f"consumed {stats.consumed:,}: rated {stats.rated:,}, dead letters {stats.dead_letters:,}, "
+        f"{stats.files} files; event-to-lake latency p50 {p50 / 1000:.2f} s, p99 {p99 / 1000:.2f} s"
+    )
+    return 0
+
+
+def cmd_dead_letters_export(args: argparse.Namespace) -> int:
+    from pipeline.io.lake import Lake
+    from pipeline.streaming import export_dead_letters
+
+    settings = _settings(args)
+    n = export_dead_letters(settings.kafka, args.topic, Lake(Path(args.output)))  # type: ignore[attr-defined]
+    console.print(f"exported {n:,} dead letters from {args.topic} to {Path(args.output) / 'dead_letters'}")
+    return 0
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    from pipeline.io.lake import Lake
+    from pipeline.streaming import read_dead_letter_topic, replay_dead_letters
+
+    settings = _settings(args)
+    if args.from_topic:
+        dead = read_dead_letter_topic(settings.kafka, args.from_topic)  # type: ignore[attr-defined]
+    elif args.lake:
+        dead = Lake(Path(args.lake)).read_dead_letters()
+    else:
+        raise ConfigError("replay needs --from-topic DLQ or --lake LAKE")
+    n = replay_dead_letters(dead, settings.kafka, args.topic, reasons=args.reason)  # type: ignore[attr-defined]
+    console.print(f"replayed {n:,} dead letters to {args.topic}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
-    return run_demo(Path(args.workdir), events=args.events)
+    return run_demo(Path(args.workdir), events=args.events, batch=args.batch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,9 +290,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_refdata_generate)
 
+    def kafka_opts(p: argparse.ArgumentParser, topic_help: str = "input topic") -> None:
+        p.add_argument("--brokers", help="HOST:PORT[,HOST:PORT] (setting kafka.brokers)")
+        p.add_argument("--topic", help=topic_help)
+        p.add_argument("--schema-registry", help="Confluent-compatible Schema Registry URL")
+        p.add_argument("--config", help="settings file (YAML); flags win over it and over CDR_* env vars")
+
+    p = sub.add_parser("produce", help="publish Avro files to Kafka in the Confluent wire format")
+    kafka_opts(p)
+    p.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("run", help="the streaming service (a consumer-group member)")
+    kafka_opts(p)
+    p.add_argument("--group", help="consumer group id")
+    p.add_argument("--redis", help="Redis URL (redis:// or rediss://); a password here is a secret")
+    p.add_argument("--tariffs", help="tariffs directory")
+    p.add_argument("--output", help="lake directory")
+    p.add_argument("--dead-letter-topic")
+    p.add_argument("--stop-when-idle", type=float, metavar="SECONDS")
+    p.add_argument("--metrics-port", type=int)
+    p.set_defaults(func=cmd_run)
+
+    dl = sub.add_parser("dead-letters", help="dead-letter topic: export, replay").add_subparsers(
+        dest="dl_command", required=True
+    )
+    p = dl.add_parser("export", help="copy a dead-letter topic into LAKE/dead_letters/")
+    kafka_opts(p, "dead-letter topic")
+    p.add_argument("--output", required=True, help="lake directory")
+    p.set_defaults(func=cmd_dead_letters_export)
+    p = dl.add_parser("replay", help="send dead letters back through rating once the cause is fixed")
+    kafka_opts(p, "input topic to send them to")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-topic", help="read the dead letters from this dead-letter topic")
+    src.add_argument("--lake", help="read the dead letters from LAKE/dead_letters/")
+    p.add_argument("--reason", action="append", help="only these reason codes (repeatable)")
+    p.set_defaults(func=cmd_dead_letters_replay)
+
     p = sub.add_parser("demo", help="the whole path on this machine, nothing to install")
     p.add_argument("--workdir", default="demo-lake")
     p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--batch", action="store_true", help="batch path only (no broker, no Redis)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 LOG = logging.getLogger("cdr_pipeline")
 #: Progress bars, tables and summaries go to stderr so stdout stays parseable.
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -23,7 +23,7 @@ from pipeline.rating.columns import (
 )
 from pipeline.rating.compiled import INCREMENT_CLASSES, CompiledTariffs, compiled
 from pipeline.rating.money import micro_to_decimal_array
-from pipeline.rating.numbers import carrier_of, choose, parse_numbers, region_of, state_of
+from pipeline.rating.numbers import Numbers, carrier_of, choose, parse_numbers, region_of, state_of
 from pipeline.rating.rules import (
     CALL_CLASSES,
     FLAGS,
@@ -190,6 +190,24 @@ def rate_batch(events: pa.Table, ref: ReferenceData, tariffs: TariffBook) -> Rat
     return RatingResult(rated=rated, dead_letters=dead)
 
 
+def _origin(inbound: BOOL, forwarded: BOOL, calling: Numbers, original: Numbers) -> Numbers:
+    """The origin number R6 and R10 use: original_calling_number on FORWARDED legs when
+    present, else calling_number."""
+    return choose(~inbound & forwarded & original.present, original, calling)
+
+
+def origin_numbers(events: pa.Table) -> Numbers:
+    """The parsed origin number of each event (for adapters that pre-resolve LNP)."""
+    inbound = _np(pc.equal(events.column("direction"), "INBOUND"), False).astype(np.bool_)
+    forwarded = _np(pc.equal(events.column("leg"), "FORWARDED"), False).astype(np.bool_)
+    return _origin(
+        inbound,
+        forwarded,
+        parse_numbers(events.column("calling_number")),
+        parse_numbers(events.column("original_calling_number")),
+    )
+
+
 def _rate_valid(
     ev: pa.Table,
     ref: ReferenceData,
@@ -206,8 +224,7 @@ def _rate_valid(
     called = parse_numbers(ev.column("called_number"))
     calling = parse_numbers(ev.column("calling_number"))
     original = parse_numbers(ev.column("original_calling_number"))
-    # The origin R6 uses: original_calling_number on FORWARDED legs when present.
-    origin = choose(~inbound & forwarded & original.present, original, calling)
+    origin = _origin(inbound, forwarded, calling, original)
 
     origin_region = region_of(origin, ref)
     origin_state = state_of(origin, ref)

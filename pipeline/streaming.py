@@ -1,0 +1,191 @@
+"""Streaming commands: ``produce``, ``run``, ``dead-letters export`` and ``replay``.
+
+Thin wiring of settings to adapters and the service; no rating logic here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+
+from pipeline.errors import BrokerError
+from pipeline.io import dead_letter_topic, kafka_clients
+from pipeline.io.avro_files import iter_event_batches
+from pipeline.io.lake import Lake
+from pipeline.io.wire import (
+    CALL_EVENT_SCHEMA_ID,
+    MAGIC_BYTE,
+    RegistrySchemas,
+    SchemaResolver,
+    ShippedSchemas,
+    encode_table,
+    value_subject,
+    wire_header,
+)
+from pipeline.observability import LOG
+from pipeline.refdata.redis_store import RedisReferenceReader
+from pipeline.runtime.enrich import Enricher
+from pipeline.runtime.service import Hook, RunStats, StreamingService
+from pipeline.settings import KafkaSettings, Settings
+from pipeline.tariff_files import load_tariff_dir
+
+def resolver_for(schema_registry: str | None) -> SchemaResolver:
+    """A registry client when a URL is configured, else the shipped fixed ids."""
+    return RegistrySchemas(schema_registry) if schema_registry else ShippedSchemas()
+
+
+@dataclass
+class ProduceStats:
+    events: int = 0
+    seconds: float = 0.0
+
+
+def produce_files(
+    files: Sequence[Path],
+    kafka: KafkaSettings,
+    topic: str,
+    *,
+    schema_registry: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    partitions: int = 4,
+) -> ProduceStats:
+    """Publish the events of Avro container files in the Confluent wire format
+    (key = call_id). Events that do not fit the schema are skipped with a count in
+    the log (they are not call events this pipeline can carry)."""
+    from pipeline.io.schemas import load_call_event_json, load_call_event_schema
+
+    kafka_clients.ensure_topic(kafka, topic, partitions)
+    resolver = resolver_for(schema_registry)
+    schema_id = resolver.register(value_subject(topic), load_call_event_json())
+    prod = kafka_clients.producer(kafka)
+    stats = ProduceStats()
+    failures: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    started = time.perf_counter()
+    for path in files:
+        for batch in iter_event_batches(path):
+            values = encode_table(batch.events, schema_id, load_call_event_schema())
+            keys = batch.events.column("call_id").to_pylist()
+            for key, value in zip(keys, values, strict=True):
+                while True:
+                    try:
+                        prod.produce(topic, value=value, key=key, on_delivery=delivered)
+                        break
+                    except BufferError:
+                        prod.poll(0.05)
+            prod.poll(0)
+            stats.events += len(values)
+            if progress:
+                progress(len(values) + batch.dead_letters.num_rows)
+    kafka_clients.flush_or_raise(prod, 120, "produce")
+    if failures:
+        raise BrokerError(f"{len(failures)} message(s) not delivered: {failures[0]}")
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def build_service(settings: Settings, hook: Hook | None = None) -> StreamingService:
+    """A ready-to-run :class:`StreamingService` from settings."""
+    tariffs = load_tariff_dir(settings.tariffs)
+    client = settings.redis.client()
+    enricher = Enricher(RedisReferenceReader(client, namespace=settings.redis.namespace))
+    kafka_clients.ensure_topic(settings.kafka, settings.dead_letter_topic, 1)
+    return StreamingService(
+        settings,
+        consumer=kafka_clients.consumer(settings.kafka, settings.group),
+        dead_letters=dead_letter_topic.DeadLetterProducer(
+            kafka_clients.producer(settings.kafka), settings.dead_letter_topic
+        ),
+        enricher=enricher,
+        tariffs=tariffs,
+        resolver=resolver_for(settings.schema_registry),
+        hook=hook,
+    )
+
+
+def run(settings: Settings) -> RunStats:
+    """``cdr-pipeline run``: consume until a signal or ``stop_when_idle``."""
+    service = build_service(settings)
+    service.install_signal_handlers()
+    return service.run()
+
+
+def read_dead_letter_topic(kafka: KafkaSettings, topic: str, *, timeout_s: float = 60.0) -> pa.Table:
+    """Every dead letter on ``topic``, deduplicated by source event.
+
+    Reads each partition from the beginning to its high watermark at the time of the
+    call, by explicit assignment (no group join, nothing committed).
+    """
+    consumer = kafka_clients.consumer(kafka, f"cdr-dead-letters-reader-{time.time_ns()}")
+    rows = []
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            return dead_letter_topic.to_table([])
+        targets: dict[int, int] = {}
+        for p in metadata.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            if high > low:
+                targets[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
+        deadline = time.monotonic() + timeout_s
+        while targets:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic}: partitions {sorted(targets)} not read to the end in {timeout_s:.0f} s")
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error() is not None:
+                    continue
+                p, offset, value = msg.partition(), msg.offset(), msg.value()
+                if value is not None:
+                    try:
+                        rows.append(dead_letter_topic.decode(value))
+                    except ValueError:
+                        LOG.warning("skipped a message on %s that is not a dead letter (offset %s)", topic, offset)
+                if p in targets and offset + 1 >= targets[p]:
+                    del targets[p]
+    finally:
+        consumer.close()
+    return dead_letter_topic.dedupe(dead_letter_topic.to_table(rows))
+
+
+def export_dead_letters(kafka: KafkaSettings, topic: str, lake: Lake) -> int:
+    """``dead-letters export``: the topic's dead letters into ``LAKE/dead_letters/``.
+    Exporting again replaces the previous export (one file per topic)."""
+    table = read_dead_letter_topic(kafka, topic)
+    lake.write_dead_letters(table, f"export-{topic}") if table.num_rows else None
+    return table.num_rows
+
+
+def replay_dead_letters(
+    dead: pa.Table, kafka: KafkaSettings, topic: str, *, reasons: Sequence[str] | None = None
+) -> int:
+    """``dead-letters replay``: send the payloads of ``dead`` (optionally only some
+    reasons) back to the input ``topic`` to be rated again once the cause is fixed.
+    Streaming payloads are wire-format values already; batch payloads (Avro datums)
+    get the shipped schema's header."""
+    if reasons:
+        dead = dead.filter(pc.is_in(dead.column("reason"), value_set=pa.array(list(reasons))))
+    prod = kafka_clients.producer(kafka)
+    header = wire_header(CALL_EVENT_SCHEMA_ID)
+    sent = 0
+    for row in dead.select(["payload", "call_id", "source_topic"]).to_pylist():
+        payload = row["payload"]
+        if payload is None:
+            continue
+        if row["source_topic"] is None and not (len(payload) >= 5 and payload[0] == MAGIC_BYTE):
+            payload = header + payload
+        prod.produce(topic, value=payload, key=row["call_id"])
+        prod.poll(0)
+        sent += 1
+    kafka_clients.flush_or_raise(prod, 120, "replay")
+    return sent
