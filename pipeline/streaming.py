@@ -137,12 +137,18 @@ def read_dead_letter_topic(kafka: KafkaSettings, topic: str, *, timeout_s: float
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             if high > low:
                 targets[p] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in targets])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions])
         deadline = time.monotonic() + timeout_s
-        while targets:
+        quiet_since = time.monotonic()
+        # to the high watermarks, then on until the topic has been quiet for a second
+        # (some brokers report watermarks a moment late)
+        while targets or time.monotonic() - quiet_since < 1.0:
             if time.monotonic() > deadline:
                 raise BrokerError(f"reading {topic}: partitions {sorted(targets)} not read to the end in {timeout_s:.0f} s")
-            for msg in consumer.consume(10_000, 0.5):
+            messages = consumer.consume(10_000, 0.2)
+            if messages:
+                quiet_since = time.monotonic()
+            for msg in messages:
                 if msg.error() is not None:
                     continue
                 p, offset, value = msg.partition(), msg.offset(), msg.value()

