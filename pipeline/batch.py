@@ -66,7 +66,9 @@ def fill_payloads(dead: pa.Table, events: pa.Table) -> pa.Table:
     rows = {idx: i for i, idx in enumerate(index) if idx in wanted}
     fields = [f.name for f in events.schema][:15]
     payloads = []
-    for payload, idx in zip(dead.column("payload").to_pylist(), dead.column("source_index").to_pylist(), strict=True):
+    for payload, idx in zip(
+        dead.column("payload").to_pylist(), dead.column("source_index").to_pylist(), strict=True
+    ):
         if payload is None and idx in rows:
             record = {k: events.column(k)[rows[idx]].as_py() for k in fields}
             try:
@@ -74,7 +76,9 @@ def fill_payloads(dead: pa.Table, events: pa.Table) -> pa.Table:
             except (ValueError, TypeError, KeyError):  # a record that no longer fits the schema
                 payload = None
         payloads.append(payload)
-    return dead.set_column(dead.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.binary()))
+    return dead.set_column(
+        dead.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.binary())
+    )
 
 
 def rate_files(
@@ -97,7 +101,10 @@ def rate_files(
         for batch in iter_event_batches(path, batch_size=batch_size):
             result = rate_batch(batch.events, ref, tariffs)
             dead = pa.concat_tables(
-                [batch.dead_letters.cast(DEAD_LETTER_SCHEMA), fill_payloads(result.dead_letters, batch.events)]
+                [
+                    batch.dead_letters.cast(DEAD_LETTER_SCHEMA),
+                    fill_payloads(result.dead_letters, batch.events),
+                ]
             )
             first = _first_index(batch.events, batch.dead_letters)
             name = f"{prefix}{first:012d}"
@@ -113,16 +120,18 @@ def rate_files(
                 progress(n)
         LOG.info(
             "rated file=%s removed_previous=%d events=%d rated=%d dead_letters=%d",
-            path.name, removed, stats.events, stats.rated, stats.dead_letters,
-        )  # fmt: skip
+            path.name,
+            removed,
+            stats.events,
+            stats.rated,
+            stats.dead_letters,
+        )
     stats.seconds = time.perf_counter() - started
     return stats
 
 
 def _first_index(events: pa.Table, dead: pa.Table) -> int:
-    candidates = [
-        pc.min(t.column("source_index")).as_py() for t in (events, dead) if t.num_rows
-    ]
+    candidates = [pc.min(t.column("source_index")).as_py() for t in (events, dead) if t.num_rows]
     return min(int(c) for c in candidates if c is not None) if candidates else 0
 
 
@@ -136,5 +145,11 @@ def close(lake: Lake, ref: ReferenceData, tariffs: TariffBook, cycle: str) -> pa
     rated = lake.read_rated(cycle)
     lines = close_cycle(rated, ref, tariffs, cycle, elsewhere=lake.max_revisions_outside(cycle))
     path = lake.write_invoice_lines(lines, cycle)
-    LOG.info("closed cycle=%s records=%d lines=%d file=%s", cycle, rated.num_rows, lines.num_rows, path.name)
+    LOG.info(
+        "closed cycle=%s records=%d lines=%d file=%s",
+        cycle,
+        rated.num_rows,
+        lines.num_rows,
+        path.name,
+    )
     return lines

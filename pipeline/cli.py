@@ -12,9 +12,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, InfrastructureError, PipelineError
 from pipeline.observability import LOG, console, setup_logging
+from pipeline.refdata.model import ReferenceData
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"
 
@@ -37,7 +43,7 @@ def _expand(inputs: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _progress() -> object:
+def _progress() -> Progress:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -62,7 +68,7 @@ def _progress() -> object:
     )
 
 
-def load_reference(args: argparse.Namespace) -> object:
+def load_reference(args: argparse.Namespace) -> ReferenceData:
     """Reference data from ``--refdata DIR`` (in-process) or ``--redis URL``."""
     if getattr(args, "redis", None):
         import redis
@@ -80,7 +86,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     started = time.perf_counter()
-    with _progress() as progress:  # type: ignore[attr-defined]
+    with _progress() as progress:
         task = progress.add_task("generate", total=args.events, rate="")
 
         def advance(n: int) -> None:
@@ -88,7 +94,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - started
             progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} ev/s" if elapsed else "")
 
-        write_generated(out, args.events, seed=args.seed, refdata_dir=Path(args.refdata), progress=advance)
+        write_generated(
+            out, args.events, seed=args.seed, refdata_dir=Path(args.refdata), progress=advance
+        )
     console.print(f"wrote {args.events:,} events to {out} in {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -104,7 +112,7 @@ def cmd_rate(args: argparse.Namespace) -> int:
     lake = Lake(Path(args.output))
     total = total_records(files)
     started = time.perf_counter()
-    with _progress() as progress:  # type: ignore[attr-defined]
+    with _progress() as progress:
         task = progress.add_task("rate", total=total, rate="")
 
         def advance(n: int) -> None:
@@ -112,13 +120,16 @@ def cmd_rate(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - started
             progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} CDR/s" if elapsed else "")
 
-        stats = rate_files(files, lake, ref, tariffs, batch_size=args.batch_size, progress=advance)  # type: ignore[arg-type]
+        stats = rate_files(files, lake, ref, tariffs, batch_size=args.batch_size, progress=advance)
     console.print(
         f"rated {stats.events:,} events in {stats.seconds:.1f} s ({stats.per_second:,.0f} CDR/s): "
         f"{stats.rated:,} rated, {stats.dead_letters:,} dead letters -> {lake.root}"
     )
     if stats.by_reason:
-        console.print("dead letters by reason: " + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_reason.items())))
+        console.print(
+            "dead letters by reason: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_reason.items()))
+        )
     return 0
 
 
@@ -130,9 +141,11 @@ def cmd_close_cycle(args: argparse.Namespace) -> int:
 
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
-    lines = close(Lake(Path(args.lake)), ref, tariffs, args.cycle)  # type: ignore[arg-type]
+    lines = close(Lake(Path(args.lake)), ref, tariffs, args.cycle)
     console.print(invoice_table(lines, args.cycle))
-    console.print(f"{lines.num_rows} invoice lines -> {Path(args.lake) / 'invoice_lines' / f'billing_cycle={args.cycle}'}")
+    console.print(
+        f"{lines.num_rows} invoice lines -> {Path(args.lake) / 'invoice_lines' / f'billing_cycle={args.cycle}'}"
+    )
     return 0
 
 
@@ -150,12 +163,14 @@ def cmd_refdata_generate(args: argparse.Namespace) -> int:
     from pipeline.refdata.generate import generate_reference_dir
 
     started = time.perf_counter()
-    generate_reference_dir(Path(args.output), npanxx_rows=args.npanxx, lnp_rows=args.lnp, seed=args.seed)
+    generate_reference_dir(
+        Path(args.output), npanxx_rows=args.npanxx, lnp_rows=args.lnp, seed=args.seed
+    )
     console.print(f"wrote reference data to {args.output} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
-def _settings(args: argparse.Namespace) -> object:
+def _settings(args: argparse.Namespace) -> Settings:
     """Settings from flags (only those given), environment and ``--config``."""
     from pipeline.settings import load_settings
 
@@ -183,7 +198,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
     files = _expand(args.files)
     started = time.perf_counter()
-    with _progress() as progress:  # type: ignore[attr-defined]
+    with _progress() as progress:
         task = progress.add_task("produce", total=total_records(files), rate="")
 
         def advance(n: int) -> None:
@@ -192,10 +207,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
             progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} ev/s" if elapsed else "")
 
         stats = produce_files(
-            files, settings.kafka, settings.topic,  # type: ignore[attr-defined]
-            schema_registry=settings.schema_registry, progress=advance, partitions=args.partitions,  # type: ignore[attr-defined]
-        )  # fmt: skip
-    console.print(f"produced {stats.events:,} events to {settings.topic} in {stats.seconds:.1f} s")  # type: ignore[attr-defined]
+            files,
+            settings.kafka,
+            settings.topic,
+            schema_registry=settings.schema_registry,
+            progress=advance,
+            partitions=args.partitions,
+        )
+    console.print(f"produced {stats.events:,} events to {settings.topic} in {stats.seconds:.1f} s")
     return 0
 
 
@@ -203,8 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.streaming import run
 
     settings = _settings(args)
-    setup_logging(settings.log_level)  # type: ignore[attr-defined]
-    stats = run(settings)  # type: ignore[arg-type]
+    setup_logging(settings.log_level)
+    stats = run(settings)
     p50, p99 = stats.latency_percentiles()
     console.print(
         f"consumed {stats.consumed:,}: rated {stats.rated:,}, dead letters {stats.dead_letters:,}, "
@@ -218,8 +237,10 @@ def cmd_dead_letters_export(args: argparse.Namespace) -> int:
     from pipeline.streaming import export_dead_letters
 
     settings = _settings(args)
-    n = export_dead_letters(settings.kafka, args.topic, Lake(Path(args.output)))  # type: ignore[attr-defined]
-    console.print(f"exported {n:,} dead letters from {args.topic} to {Path(args.output) / 'dead_letters'}")
+    n = export_dead_letters(settings.kafka, args.topic, Lake(Path(args.output)))
+    console.print(
+        f"exported {n:,} dead letters from {args.topic} to {Path(args.output) / 'dead_letters'}"
+    )
     return 0
 
 
@@ -229,12 +250,12 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.from_topic:
-        dead = read_dead_letter_topic(settings.kafka, args.from_topic)  # type: ignore[attr-defined]
+        dead = read_dead_letter_topic(settings.kafka, args.from_topic)
     elif args.lake:
         dead = Lake(Path(args.lake)).read_dead_letters()
     else:
         raise ConfigError("replay needs --from-topic DLQ or --lake LAKE")
-    n = replay_dead_letters(dead, settings.kafka, args.topic, reasons=args.reason)  # type: ignore[attr-defined]
+    n = replay_dead_letters(dead, settings.kafka, args.topic, reasons=args.reason)
     console.print(f"replayed {n:,} dead letters to {args.topic}")
     return 0
 
@@ -248,15 +269,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from pipeline.tariff_files import DEFAULT_TARIFFS_DIR
 
-    parser = argparse.ArgumentParser(prog="cdr-pipeline", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="cdr-pipeline", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def refdata_opts(p: argparse.ArgumentParser) -> None:
         src = p.add_mutually_exclusive_group()
-        src.add_argument("--refdata", default=str(DEFAULT_REFDATA_DIR), help="reference data directory (default: the shipped sample)")
+        src.add_argument(
+            "--refdata",
+            default=str(DEFAULT_REFDATA_DIR),
+            help="reference data directory (default: the shipped sample)",
+        )
         src.add_argument("--redis", help="read reference data from Redis instead (redis://...)")
-        p.add_argument("--tariffs", default=str(DEFAULT_TARIFFS_DIR), help="tariffs directory (default: the shipped tariffs)")
+        p.add_argument(
+            "--tariffs",
+            default=str(DEFAULT_TARIFFS_DIR),
+            help="tariffs directory (default: the shipped tariffs)",
+        )
 
     p = sub.add_parser("generate", help="write synthetic switch traffic to an Avro file")
     p.add_argument("--events", type=int, required=True)
@@ -278,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cycle", required=True, help="YYYY-MM")
     p.set_defaults(func=cmd_close_cycle)
 
-    refdata = sub.add_parser("refdata", help="reference data").add_subparsers(dest="refdata_command", required=True)
+    refdata = sub.add_parser("refdata", help="reference data").add_subparsers(
+        dest="refdata_command", required=True
+    )
     p = refdata.add_parser("load", help="validate DIR and load it into Redis atomically")
     p.add_argument("directory")
     p.add_argument("--redis", required=True)
@@ -294,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--brokers", help="HOST:PORT[,HOST:PORT] (setting kafka.brokers)")
         p.add_argument("--topic", help=topic_help)
         p.add_argument("--schema-registry", help="Confluent-compatible Schema Registry URL")
-        p.add_argument("--config", help="settings file (YAML); flags win over it and over CDR_* env vars")
+        p.add_argument(
+            "--config", help="settings file (YAML); flags win over it and over CDR_* env vars"
+        )
 
     p = sub.add_parser("produce", help="publish Avro files to Kafka in the Confluent wire format")
     kafka_opts(p)
@@ -320,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     kafka_opts(p, "dead-letter topic")
     p.add_argument("--output", required=True, help="lake directory")
     p.set_defaults(func=cmd_dead_letters_export)
-    p = dl.add_parser("replay", help="send dead letters back through rating once the cause is fixed")
+    p = dl.add_parser(
+        "replay", help="send dead letters back through rating once the cause is fixed"
+    )
     kafka_opts(p, "input topic to send them to")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-topic", help="read the dead letters from this dead-letter topic")

@@ -47,11 +47,13 @@ def _closing(lake: Lake) -> None:
         if cycle == CYCLE:
             console.print(invoice_table(lines, cycle))
     root = lake.root.resolve()
-    console.print(f"\nThe lake is at {root}. Explore it with DuckDB (pip install duckdb, or the duckdb CLI):\n")
     console.print(
-        f"  duckdb -c \"SELECT call_class, origin_region, count(*) AS calls, sum(total_charge) AS charges "
+        f"\nThe lake is at {root}. Explore it with DuckDB (pip install duckdb, or the duckdb CLI):\n"
+    )
+    console.print(
+        f'  duckdb -c "SELECT call_class, origin_region, count(*) AS calls, sum(total_charge) AS charges '  # noqa: S608
         f"FROM read_parquet('{root}/rated_calls/*/*.parquet', hive_partitioning=true) "
-        f"GROUP BY ALL ORDER BY charges DESC\"",
+        f'GROUP BY ALL ORDER BY charges DESC"',
         soft_wrap=True,
     )
 
@@ -66,10 +68,16 @@ def run_demo(workdir: Path, events: int = 200_000, batch: bool = False) -> int:
     console.rule("cdr-pipeline demo")
     started = time.perf_counter()
     write_generated(avro, events, seed=1, refdata_dir=SAMPLE_REFDATA)
-    console.print(f"1. generated {events:,} call events -> {avro} ({time.perf_counter() - started:.1f} s)")
+    console.print(
+        f"1. generated {events:,} call events -> {avro} ({time.perf_counter() - started:.1f} s)"
+    )
     if batch:
-        stats = rate_files([avro], lake, load_reference_dir(SAMPLE_REFDATA), load_tariff_dir(DEFAULT_TARIFFS_DIR))
-        console.print(f"2. rated {stats.events:,} events in {stats.seconds:.1f} s ({stats.per_second:,.0f} CDR/s)")
+        stats = rate_files(
+            [avro], lake, load_reference_dir(SAMPLE_REFDATA), load_tariff_dir(DEFAULT_TARIFFS_DIR)
+        )
+        console.print(
+            f"2. rated {stats.events:,} events in {stats.seconds:.1f} s ({stats.per_second:,.0f} CDR/s)"
+        )
         _closing(lake)
         return 0
     return _streaming(workdir, avro, lake, events)
@@ -87,20 +95,45 @@ def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
     logs.mkdir()
     try:
         with embedded_kafka() as kafka, embedded_redis() as redis:
-            console.print(f"2. embedded Kafka-protocol broker at {kafka.bootstrap}, Redis-protocol server at port {redis.port}")
+            console.print(
+                f"2. embedded Kafka-protocol broker at {kafka.bootstrap}, Redis-protocol server at port {redis.port}"
+            )
             version = load_to_redis(redis_lib.Redis.from_url(redis.url), SAMPLE_REFDATA)
             console.print(f"3. loaded the sample reference data into Redis (version {version})")
             settings = KafkaSettings(brokers=kafka.bootstrap)
             produced = produce_files([avro], settings, TOPIC, partitions=PARTITIONS)
-            console.print(f"4. produced {produced.events:,} events to {TOPIC} ({PARTITIONS} partitions) in {produced.seconds:.1f} s")
+            console.print(
+                f"4. produced {produced.events:,} events to {TOPIC} ({PARTITIONS} partitions) in {produced.seconds:.1f} s"
+            )
             env = {**os.environ, "CDR_KAFKA__BROKERS": kafka.bootstrap, "CDR_REDIS__URL": redis.url}
-            argv = [sys.executable, "-m", "pipeline.cli", "run", "--topic", TOPIC, "--group", "demo",
-                    "--output", str(lake.root), "--dead-letter-topic", DLQ, "--stop-when-idle", "6"]  # fmt: skip
+            argv = [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "run",
+                "--topic",
+                TOPIC,
+                "--group",
+                "demo",
+                "--output",
+                str(lake.root),
+                "--dead-letter-topic",
+                DLQ,
+                "--stop-when-idle",
+                "6",
+            ]
             t0 = time.perf_counter()
             for i in (1, 2):
                 with (logs / f"consumer-{i}.log").open("wb") as log:
-                    children.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                                     start_new_session=True))  # fmt: skip
+                    children.append(
+                        subprocess.Popen(
+                            argv,
+                            env=env,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
             console.print(f"5. started 2 consumers in group 'demo' (logs in {logs})")
             done_at = _wait_for_lake(lake, produced.events, children)
             elapsed = (done_at or time.perf_counter()) - t0
@@ -130,7 +163,9 @@ def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
     return 0
 
 
-def _wait_for_lake(lake: Lake, expected: int, children: list[subprocess.Popen[bytes]]) -> float | None:
+def _wait_for_lake(
+    lake: Lake, expected: int, children: list[subprocess.Popen[bytes]]
+) -> float | None:
     """Poll the lake's checkpoints until they cover ``expected`` offsets; the time then."""
     checkpoints = Checkpoints(lake)
     while any(c.poll() is None for c in children):

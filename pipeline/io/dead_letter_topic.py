@@ -91,16 +91,23 @@ class DeadLetterProducer:
         flush_or_raise(self._producer, self._timeout, "dead letters")
         if self._failures:
             raise BrokerError(f"dead letters not delivered: {self._failures[0]}")
-        return dead.num_rows
+        return int(dead.num_rows)
 
 
 def dedupe(dead: pa.Table) -> pa.Table:
     """One row per source event (the last one seen), e.g. after a crash re-sent some."""
     if dead.num_rows == 0:
         return dead
-    keys = [dead_letter_key(r) for r in dead.select([c for c in dead.column_names if c.startswith("source_")]).to_pylist()]
+    keys = [
+        dead_letter_key(r)
+        for r in dead.select([c for c in dead.column_names if c.startswith("source_")]).to_pylist()
+    ]
     last = {k: i for i, k in enumerate(keys)}
-    return dead.take(pa.array(sorted(last.values()))).combine_chunks() if len(last) != len(keys) else dead
+    return (
+        dead.take(pa.array(sorted(last.values()))).combine_chunks()
+        if len(last) != len(keys)
+        else dead
+    )
 
 
 __all__ = ["DeadLetterProducer", "decode", "dedupe", "encode", "to_table"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipeline.errors import BrokerError
 from pipeline.settings import KafkaSettings
@@ -45,14 +45,18 @@ def producer(kafka: KafkaSettings, **extra: Any) -> Producer:
     return Producer(conf)
 
 
-def ensure_topic(kafka: KafkaSettings, topic: str, partitions: int = 4, timeout: float = 30.0) -> None:
+def ensure_topic(
+    kafka: KafkaSettings, topic: str, partitions: int = 4, timeout: float = 30.0
+) -> None:
     """Create ``topic`` if it does not exist (an existing topic is left as it is)."""
     admin = AdminClient(kafka.client_config())
     try:
         metadata = admin.list_topics(timeout=timeout)
         if topic in metadata.topics and not metadata.topics[topic].error:
             return
-        futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        futures = admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        )
         for future in futures.values():
             try:
                 future.result(timeout)

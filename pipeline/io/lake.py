@@ -85,7 +85,9 @@ class Lake:
         base = self.root / RATED
         if not base.is_dir():
             return []
-        return sorted(p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith(f"{PARTITION}="))
+        return sorted(
+            p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith(f"{PARTITION}=")
+        )
 
     # ------------------------------------------------------------- writing
     def write_rated(self, rated: pa.Table, name: str) -> list[Path]:
@@ -96,7 +98,9 @@ class Lake:
             return written
         cycles = pc.unique(rated.column(PARTITION)).to_pylist()
         for cycle in sorted(cycles):
-            part = rated.filter(pc.equal(rated.column(PARTITION), cycle)) if len(cycles) > 1 else rated
+            part = (
+                rated.filter(pc.equal(rated.column(PARTITION), cycle)) if len(cycles) > 1 else rated
+            )
             path = self.rated_dir(cycle) / f"{name}.parquet"
             write_parquet_atomic(part.drop_columns([PARTITION]), path)
             written.append(path)
@@ -132,7 +136,13 @@ class Lake:
         return path
 
     # ------------------------------------------------------------- reading
-    def _read_dir(self, directory: Path, schema: pa.Schema, cycle: str | None, columns: Iterable[str] | None = None) -> pa.Table:
+    def _read_dir(
+        self,
+        directory: Path,
+        schema: pa.Schema,
+        cycle: str | None,
+        columns: Iterable[str] | None = None,
+    ) -> pa.Table:
         files = sorted(directory.glob("*.parquet")) if directory.is_dir() else []
         file_schema = pa.schema([f for f in schema if f.name != PARTITION])
         cols = [c for c in (columns or file_schema.names) if c != PARTITION]
@@ -161,9 +171,14 @@ class Lake:
             if c != cycle
         ]
         if not parts:
-            return pa.table({"call_id": pa.array([], pa.string()), "revision": pa.array([], pa.int32())})
-        return pa.concat_tables(parts).group_by("call_id").aggregate([("revision", "max")]).rename_columns(
-            ["call_id", "revision"]
+            return pa.table(
+                {"call_id": pa.array([], pa.string()), "revision": pa.array([], pa.int32())}
+            )
+        return (
+            pa.concat_tables(parts)
+            .group_by("call_id")
+            .aggregate([("revision", "max")])
+            .rename_columns(["call_id", "revision"])
         )
 
     def read_dead_letters(self) -> pa.Table:

@@ -76,7 +76,9 @@ class CompiledTariffs:
                 intl_region[c, REGION_CODE[region]] = to_micro(rate)
             prefixes = v.long_distance.international.prefixes
             prefix_tables.append(PrefixTable.build(list(prefixes), list(range(len(prefixes)))))
-            prefix_rates.append(np.asarray([to_micro(r) for r in prefixes.values()], dtype=np.int64))
+            prefix_rates.append(
+                np.asarray([to_micro(r) for r in prefixes.values()], dtype=np.int64)
+            )
 
         def per_combo(get: object) -> I64:
             assert callable(get)

@@ -83,7 +83,9 @@ def latest_revisions(rated: pa.Table, elsewhere: pa.Table | None = None) -> pa.T
         joined = kept.select(["call_id", "revision"]).join(other, "call_id", join_type="inner")
         newer = pc.greater(joined.column("_other_rev"), joined.column("revision"))
         superseded = joined.filter(newer).column("call_id")
-        kept = kept.filter(pc.invert(pc.is_in(kept.column("call_id"), value_set=superseded.combine_chunks())))
+        kept = kept.filter(
+            pc.invert(pc.is_in(kept.column("call_id"), value_set=superseded.combine_chunks()))
+        )
     return kept
 
 
@@ -112,7 +114,7 @@ def close_cycle(
     """Invoice lines (:data:`INVOICE_LINE_SCHEMA`) of ``cycle`` for every account with
     rated records in it. Deterministic: the same input gives the same lines, sorted by
     account, line type and trunk."""
-    start, end = cycle_bounds(cycle)
+    _start, end = cycle_bounds(cycle)
     rated = rated.filter(pc.equal(rated.column("billing_cycle"), cycle))
     calls = latest_revisions(rated, elsewhere)
     last_instant = end - timedelta(microseconds=1)
@@ -134,45 +136,91 @@ def close_cycle(
         tariff = tariffs[tariff_of[account]] if account in tariff_of else None
         version = tariff.version_at(last_instant) if tariff else None
         if tariff is None or version is None:
-            raise ValueError(f"account {account!r}: no tariff version in effect at the end of {cycle}")
+            raise ValueError(
+                f"account {account!r}: no tariff version in effect at the end of {cycle}"
+            )
         params[account] = version
         labels[account] = (tariff.tariff_id, tariff.version_label(version))
 
-    usage = calls.filter(calls.column("_billable")).group_by(["account_id", "call_class", "_offshore"]).aggregate(
-        [("usage_charge", "sum"), ("billable_seconds", "sum")]
+    usage = (
+        calls.filter(calls.column("_billable"))
+        .group_by(["account_id", "call_class", "_offshore"])
+        .aggregate([("usage_charge", "sum"), ("billable_seconds", "sum")])
     )
     for row in _rows(usage):  # C1
         line_type = USAGE_LINE[(CallClass(row["call_class"]), bool(row["_offshore"]))]
-        lines.append(_Line(row["account_id"], line_type, None, _minutes(row["billable_seconds_sum"]),
-                           "MIN", None, round_cents(row["usage_charge_sum"])))  # fmt: skip
+        lines.append(
+            _Line(
+                row["account_id"],
+                line_type,
+                None,
+                _minutes(row["billable_seconds_sum"]),
+                "MIN",
+                None,
+                round_cents(row["usage_charge_sum"]),
+            )
+        )
 
-    pay = calls.filter(pc.greater(calls.column("surcharge"), pa.scalar(Decimal(0), calls.schema.field("surcharge").type)))
-    for row in _rows(pay.group_by("account_id").aggregate([("surcharge", "sum"), ("surcharge", "count")])):
+    pay = calls.filter(
+        pc.greater(
+            calls.column("surcharge"), pa.scalar(Decimal(0), calls.schema.field("surcharge").type)
+        )
+    )
+    for row in _rows(
+        pay.group_by("account_id").aggregate([("surcharge", "sum"), ("surcharge", "count")])
+    ):
         per_call = params[row["account_id"]].toll_free.payphone_surcharge_per_call
         count = row["surcharge_count"]
         unit_price = per_call if row["surcharge_sum"] == per_call * count else None
-        lines.append(_Line(row["account_id"], LineType.PAYPHONE_SURCHARGE, None, Decimal(count), "CALL",
-                           unit_price, round_cents(row["surcharge_sum"])))  # fmt: skip
+        lines.append(
+            _Line(
+                row["account_id"],
+                LineType.PAYPHONE_SURCHARGE,
+                None,
+                Decimal(count),
+                "CALL",
+                unit_price,
+                round_cents(row["surcharge_sum"]),
+            )
+        )
 
     answered = calls.filter(calls.column("_billable"))
     for account, version in params.items():  # C2
         rule = version.cycle.short_call
         mine = answered.filter(pc.equal(answered.column("account_id"), account))
         completed = mine.num_rows
-        short = int(pc.sum(pc.less_equal(mine.column("_s"), rule.max_seconds)).as_py() or 0) if completed else 0
+        short = (
+            int(pc.sum(pc.less_equal(mine.column("_s"), rule.max_seconds)).as_py() or 0)
+            if completed
+            else 0
+        )
         if completed and Decimal(short) / Decimal(completed) >= rule.min_share:
-            lines.append(_Line(account, LineType.SHORT_CALL_SURCHARGE, None, Decimal(short), "CALL",
-                               rule.per_call, round_cents(short * rule.per_call)))  # fmt: skip
+            lines.append(
+                _Line(
+                    account,
+                    LineType.SHORT_CALL_SURCHARGE,
+                    None,
+                    Decimal(short),
+                    "CALL",
+                    rule.per_call,
+                    round_cents(short * rule.per_call),
+                )
+            )
 
     flat_tf = answered.filter(
-        pc.and_(pc.equal(answered.column("call_class"), CallClass.TOLL_FREE.value), pc.invert(answered.column("_offshore")))
+        pc.and_(
+            pc.equal(answered.column("call_class"), CallClass.TOLL_FREE.value),
+            pc.invert(answered.column("_offshore")),
+        )
     )
     for account, version in params.items():  # C3
         rule3 = version.cycle.carrier_mix
         mine = flat_tf.filter(pc.equal(flat_tf.column("account_id"), account))
         if mine.num_rows == 0:
             continue
-        good = pc.is_in(mine.column("origin_carrier_category"), value_set=pa.array(list(rule3.categories)))
+        good = pc.is_in(
+            mine.column("origin_carrier_category"), value_set=pa.array(list(rule3.categories))
+        )
         n_good = int(pc.sum(good).as_py() or 0)
         if Decimal(n_good) / Decimal(mine.num_rows) >= rule3.min_share:
             continue
@@ -181,11 +229,24 @@ def close_cycle(
         needed_s = max(Decimal(0), rule3.min_share * s_all - s_good)
         if needed_s == 0:
             continue
-        lines.append(_Line(account, LineType.CARRIER_MIX_SURCHARGE, None, _minutes(needed_s), "MIN",
-                           rule3.per_min, round_cents(rule3.per_min * needed_s / SIXTY)))  # fmt: skip
+        lines.append(
+            _Line(
+                account,
+                LineType.CARRIER_MIX_SURCHARGE,
+                None,
+                _minutes(needed_s),
+                "MIN",
+                rule3.per_min,
+                round_cents(rule3.per_min * needed_s / SIXTY),
+            )
+        )
 
-    inbound = answered.filter(pc.is_in(answered.column("call_class"), value_set=pa.array(["TOLL_FREE", "DID"])))
-    per_trunk = inbound.group_by(["account_id", "trunk_id"]).aggregate([("billable_seconds", "sum")])
+    inbound = answered.filter(
+        pc.is_in(answered.column("call_class"), value_set=pa.array(["TOLL_FREE", "DID"]))
+    )
+    per_trunk = inbound.group_by(["account_id", "trunk_id"]).aggregate(
+        [("billable_seconds", "sum")]
+    )
     for row in _rows(per_trunk):  # C4
         account = row["account_id"]
         if not cap_of.get(account, False):
@@ -194,8 +255,17 @@ def close_cycle(
         over_s = Decimal(row["billable_seconds_sum"]) - Decimal(rule4.minutes_per_trunk) * SIXTY
         if over_s <= 0:
             continue
-        lines.append(_Line(account, LineType.MINUTE_CAP_OVERAGE, row["trunk_id"], _minutes(over_s), "MIN",
-                           rule4.per_min, round_cents(rule4.per_min * over_s / SIXTY)))  # fmt: skip
+        lines.append(
+            _Line(
+                account,
+                LineType.MINUTE_CAP_OVERAGE,
+                row["trunk_id"],
+                _minutes(over_s),
+                "MIN",
+                rule4.per_min,
+                round_cents(rule4.per_min * over_s / SIXTY),
+            )
+        )
 
     lines.sort(key=lambda ln: (ln.account_id, LINE_ORDER.index(ln.line_type), ln.trunk_id or ""))
     return pa.Table.from_pylist(
@@ -224,7 +294,9 @@ def has_flag(flags: pa.ChunkedArray | pa.ListArray, flag: Flag) -> pa.Array:
     out = np.zeros(len(lists), dtype=np.bool_)
     if len(lists):
         parents = np.asarray(pc.list_parent_indices(lists).to_numpy(zero_copy_only=False))
-        hits = np.asarray(pc.equal(pc.list_flatten(lists), flag.value).to_numpy(zero_copy_only=False))
+        hits = np.asarray(
+            pc.equal(pc.list_flatten(lists), flag.value).to_numpy(zero_copy_only=False)
+        )
         out[parents[hits]] = True
     return pa.array(out)
 

@@ -58,7 +58,9 @@ def parse_numbers(column: pa.Array | pa.ChunkedArray) -> Numbers:
     well_formed = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=np.bool_)
     cleaned = pc.if_else(ok, column, pa.scalar("+0"))
     digits_str = pc.utf8_slice_codeunits(cleaned, 1)
-    digits = np.asarray(pc.cast(digits_str, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    digits = np.asarray(
+        pc.cast(digits_str, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
     ndigits = np.asarray(pc.utf8_length(digits_str).to_numpy(zero_copy_only=False), dtype=np.int64)
     digits = np.where(well_formed, digits, -1)
     nanp = well_formed & (ndigits == 11) & (digits // _TEN_10 == 1)
@@ -76,8 +78,10 @@ def choose(mask: BOOL, a: Numbers, b: Numbers) -> Numbers:
 def region_of(numbers: Numbers, ref: ReferenceData) -> npt.NDArray[np.int8]:
     """R-REGION code per number: NPA region for +1, MEXICO for +52, else INTERNATIONAL;
     missing or malformed: UNKNOWN."""
-    mexico = numbers.well_formed & ~numbers.nanp & (
-        numbers.digits // 10 ** np.clip(numbers.ndigits - 2, 0, 18) == 52
+    mexico = (
+        numbers.well_formed
+        & ~numbers.nanp
+        & (numbers.digits // 10 ** np.clip(numbers.ndigits - 2, 0, 18) == 52)
     )
     region = np.where(numbers.nanp, ref.npa_region[numbers.npa], _INTERNATIONAL)
     region = np.where(mexico, _MEXICO, region)
@@ -114,7 +118,8 @@ def carrier_of(numbers: Numbers, ref: ReferenceData) -> tuple[I32, npt.NDArray[n
     lnp_ocn = np.where(pos >= 0, ref.lnp_ocn[np.maximum(pos, 0)] if len(ref.lnp) else -1, -1)
     ocn = np.where(pos >= 0, lnp_ocn, block_ocn).astype(np.int32)
     category = np.where(
-        ocn >= 0, ref.ocn_category[np.maximum(ocn, 0)] if ref.ocns else UNKNOWN_CATEGORY,
+        ocn >= 0,
+        ref.ocn_category[np.maximum(ocn, 0)] if ref.ocns else UNKNOWN_CATEGORY,
         UNKNOWN_CATEGORY,
     ).astype(np.int8)
     return ocn, category

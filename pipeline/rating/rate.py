@@ -162,7 +162,11 @@ def _dead_letters(bad: pa.Table, codes: npt.NDArray[np.int8]) -> pa.Table:
             "detail": pa.array(details, type=pa.string()),
             "call_id": bad.column("call_id"),
             "revision": bad.column("revision"),
-            **{f.name: bad.column(f.name) for f in DEAD_LETTER_SCHEMA if f.name.startswith("source_")},
+            **{
+                f.name: bad.column(f.name)
+                for f in DEAD_LETTER_SCHEMA
+                if f.name.startswith("source_")
+            },
             "payload": bad.column("payload"),
         },
         schema=DEAD_LETTER_SCHEMA,
@@ -244,7 +248,9 @@ def _rate_valid(
     is_tf, is_did = cls == "TOLL_FREE", cls == "DID"
     is_ld = (cls == "OUTBOUND_LD") | (cls == "FORWARDED")
     dest_us = called.nanp & np.isin(dest_region, _US_OR_UNKNOWN_CODES)
-    juris = r6_jurisdiction(is_ld, called.toll_free, dest_us, origin_region, origin_state, dest_state)
+    juris = r6_jurisdiction(
+        is_ld, called.toll_free, dest_us, origin_region, origin_state, dest_state
+    )
 
     rate = np.zeros(n, dtype=np.int64)
     tf_rate, offshore = r6_toll_free_rate(
@@ -255,7 +261,11 @@ def _rate_valid(
     us_ld = is_ld & ~called.toll_free & dest_us
     rate = np.where(
         us_ld,
-        np.where(juris.code == JURISDICTIONS.index("INTERSTATE"), book.interstate[combo], book.intrastate[combo]),
+        np.where(
+            juris.code == JURISDICTIONS.index("INTERSTATE"),
+            book.interstate[combo],
+            book.intrastate[combo],
+        ),
         rate,
     )
     intl = is_ld & ~called.toll_free & ~dest_us
@@ -281,7 +291,9 @@ def _rate_valid(
         "SHORT_CALL": r10_short_call(billable, seconds, combo, book),
         "FRAUD_SUSPECT": blocked,
     }
-    flags = _flag_lists(np.column_stack([flag_masks[f] for f in FLAGS]) if n else np.zeros((0, len(FLAGS)), bool))
+    flags = _flag_lists(
+        np.column_stack([flag_masks[f] for f in FLAGS]) if n else np.zeros((0, len(FLAGS)), bool)
+    )
 
     start_us = _np(ev.column("start_time").cast(pa.int64()), 0).astype(np.int64)
     months = start_us.astype("datetime64[us]").astype("datetime64[M]")

@@ -113,7 +113,11 @@ def r6_jurisdiction(
     us_code = np.where(
         ~dest_known,
         _INDET,
-        np.where(origin_foreign, _INTER, np.where(origin_state < 0, _INDET, np.where(same, _INTRA, _INTER))),
+        np.where(
+            origin_foreign,
+            _INTER,
+            np.where(origin_state < 0, _INDET, np.where(same, _INTRA, _INTER)),
+        ),
     )
     code = np.where(destination_us, us_code, _INTLJ)
     code = np.where(long_distance & ~called_toll_free, code, -1).astype(np.int8)

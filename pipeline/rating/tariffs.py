@@ -14,10 +14,11 @@ version whose ``effective_from`` is <= the instant (``None`` before the first).
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
@@ -40,7 +41,7 @@ _SHARE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 def _money(value: object) -> Decimal:
     """A non-negative decimal string with at most 6 places -> Decimal (never float)."""
     if not isinstance(value, str):
-        raise ValueError(f"must be a quoted decimal string like \"0.0150\", got {value!r}")
+        raise ValueError(f'must be a quoted decimal string like "0.0150", got {value!r}')
     if not _DECIMAL.match(value):
         raise ValueError(f"{value!r} is not a non-negative decimal with at most 6 places")
     return Decimal(value)
@@ -49,7 +50,7 @@ def _money(value: object) -> Decimal:
 def _share(value: object) -> Decimal:
     """A share between 0 and 1 given as a decimal string."""
     if not isinstance(value, str) or not _SHARE.match(value):
-        raise ValueError(f"must be a quoted decimal string like \"0.05\", got {value!r}")
+        raise ValueError(f'must be a quoted decimal string like "0.05", got {value!r}')
     share = Decimal(value)
     if share > 1:
         raise ValueError(f"{value!r} is a share and must be between 0 and 1")
@@ -169,7 +170,9 @@ class TariffVersion(_Model):
         if isinstance(value, datetime):  # YAML may already have parsed it
             value = value.isoformat()
         if not isinstance(value, str):
-            raise ValueError("must be an ISO-8601 instant with a time zone, e.g. 2026-01-01T00:00:00Z")
+            raise ValueError(
+                "must be an ISO-8601 instant with a time zone, e.g. 2026-01-01T00:00:00Z"
+            )
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError as exc:
@@ -190,7 +193,7 @@ class Tariff(_Model):
         if not self.versions:
             raise ValueError("a tariff needs at least one version")
         times = [v.effective_from for v in self.versions]
-        if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(times)):
             raise ValueError("versions must have strictly ascending effective_from")
         return self
 
@@ -238,10 +241,16 @@ def parse_tariff(data: object, *, source: str, expected_id: str | None = None) -
         raise TariffError(f"{source}: the document must be a mapping with tariff_id and versions")
     unknown = set(data) - {"tariff_id", "versions"}
     if unknown:
-        raise TariffError(f"{source}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}")
+        raise TariffError(
+            f"{source}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}"
+        )
     tariff_id = data.get("tariff_id")
+    if not isinstance(tariff_id, str):
+        raise TariffError(f"{source}: tariff_id must be a string like 'standard'")
     if expected_id is not None and tariff_id != expected_id:
-        raise TariffError(f"{source}: tariff_id {tariff_id!r} must match the file name ({expected_id!r})")
+        raise TariffError(
+            f"{source}: tariff_id {tariff_id!r} must match the file name ({expected_id!r})"
+        )
     raw_versions = data.get("versions")
     if not isinstance(raw_versions, Sequence) or isinstance(raw_versions, str) or not raw_versions:
         raise TariffError(f"{source}: versions must be a non-empty list")
@@ -258,7 +267,7 @@ def parse_tariff(data: object, *, source: str, expected_id: str | None = None) -
         except ValidationError as exc:
             raise TariffError(f"{source}: {_describe(exc, f'versions[{i}]')}") from None
     try:
-        return Tariff(tariff_id=tariff_id, versions=tuple(complete))  # type: ignore[arg-type]
+        return Tariff(tariff_id=str(tariff_id), versions=tuple(complete))
     except ValidationError as exc:
         raise TariffError(f"{source}: {_describe(exc, 'tariff')}") from None
 

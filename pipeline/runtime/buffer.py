@@ -32,10 +32,20 @@ class PartitionBuffer:
     #: Kafka message timestamps (ms) of the buffered events, for event-to-lake latency.
     timestamps_ms: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
-    def add(self, rated: pa.Table, dead: pa.Table, first: int, last: int, timestamps_ms: npt.NDArray[np.int64], now: float) -> None:
+    def add(
+        self,
+        rated: pa.Table,
+        dead: pa.Table,
+        first: int,
+        last: int,
+        timestamps_ms: npt.NDArray[np.int64],
+        now: float,
+    ) -> None:
         """Append the results for offsets ``first..last`` (inclusive) of this partition."""
         if self.last is not None and first <= self.last:
-            raise ValueError(f"offsets go backwards on {self.topic}[{self.partition}]: {first} after {self.last}")
+            raise ValueError(
+                f"offsets go backwards on {self.topic}[{self.partition}]: {first} after {self.last}"
+            )
         if self.first is None:
             self.first, self.opened_at = first, now
         self.last = last
@@ -63,7 +73,8 @@ class PartitionBuffer:
 
     def take(self) -> tuple[pa.Table, pa.Table, int, int, npt.NDArray[np.int64]]:
         """Everything buffered (rated, dead, first, last, timestamps) and reset."""
-        assert self.first is not None and self.last is not None
+        assert self.first is not None
+        assert self.last is not None
         rated = pa.concat_tables(self.rated) if self.rated else RATED_SCHEMA.empty_table()
         dead = pa.concat_tables(self.dead) if self.dead else DEAD_LETTER_SCHEMA.empty_table()
         stamps = np.concatenate(self.timestamps_ms) if self.timestamps_ms else np.zeros(0, np.int64)

@@ -25,7 +25,9 @@ from pathlib import Path
 from pipeline.errors import SinkError
 from pipeline.io.lake import RATED, Lake
 
-_PART = re.compile(r"^(?P<topic>.+)\+(?P<partition>\d{5})\+(?P<first>\d{20})\+(?P<last>\d{20})\.parquet$")
+_PART = re.compile(
+    r"^(?P<topic>.+)\+(?P<partition>\d{5})\+(?P<first>\d{20})\+(?P<last>\d{20})\.parquet$"
+)
 
 
 def part_name(topic: str, partition: int, first: int, last: int) -> str:

@@ -127,7 +127,11 @@ class StreamingService:
                 try:
                     self._flush(buffer)
                 except InfrastructureError as exc:  # the next owner rates the range again
-                    LOG.warning("revoked partition=%d not flushed (%s); next owner resumes", tp.partition, exc)
+                    LOG.warning(
+                        "revoked partition=%d not flushed (%s); next owner resumes",
+                        tp.partition,
+                        exc,
+                    )
         consumer.unassign()
         self.assigned = False
         LOG.info("revoked partitions=%s", [tp.partition for tp in partitions])
@@ -189,12 +193,20 @@ class StreamingService:
             self.stats.first_message_at = time.monotonic()
         generation = self.generation
         events, decode_dead = self._retry(
-            lambda: decode_batch(values, KafkaSources(self.settings.topic, partitions, offsets), self.resolver, keys=keys),
+            lambda: decode_batch(
+                values,
+                KafkaSources(self.settings.topic, partitions, offsets),
+                self.resolver,
+                keys=keys,
+            ),
             "schema registry",
         )
         ref = self._retry(lambda: self.enricher.for_batch(events), "redis")
         if generation != self.generation:
-            LOG.info("assignment changed during a batch: dropping %d in-flight messages (they will be re-read)", n)
+            LOG.info(
+                "assignment changed during a batch: dropping %d in-flight messages (they will be re-read)",
+                n,
+            )
             return
         result = rate_batch(events, ref, self.tariffs)
         dead = pa.concat_tables([decode_dead, result.dead_letters])
@@ -206,7 +218,14 @@ class StreamingService:
             mine = partitions == p
             rated_p = result.rated.filter(pc.equal(result.rated.column("source_partition"), p))
             dead_p = dead.filter(pc.equal(dead.column("source_partition"), p))
-            buffer.add(rated_p, dead_p, int(offsets[mine].min()), int(offsets[mine].max()), stamps[mine], now)
+            buffer.add(
+                rated_p,
+                dead_p,
+                int(offsets[mine].min()),
+                int(offsets[mine].max()),
+                stamps[mine],
+                now,
+            )
         self.stats.consumed += n
         self.stats.busy_seconds += time.perf_counter() - started
 
@@ -247,11 +266,20 @@ class StreamingService:
             self._write(buffer, rated, dead, first, last, stamps)
         except InfrastructureError:
             # put it back untouched so a retry writes the same range
-            buffer.add(rated, dead, first, last, stamps, time.monotonic() - self.settings.batch.max_age_s)
+            buffer.add(
+                rated, dead, first, last, stamps, time.monotonic() - self.settings.batch.max_age_s
+            )
             raise
 
-    def _write(self, buffer: PartitionBuffer, rated: pa.Table, dead: pa.Table, first: int, last: int,
-               stamps: npt.NDArray[np.int64]) -> None:  # fmt: skip
+    def _write(
+        self,
+        buffer: PartitionBuffer,
+        rated: pa.Table,
+        dead: pa.Table,
+        first: int,
+        last: int,
+        stamps: npt.NDArray[np.int64],
+    ) -> None:
         topic, p = buffer.topic, buffer.partition
         self._hook("flush:start", partition=p, first=first, last=last)
         self.dead_letters.send(dead)
@@ -276,8 +304,14 @@ class StreamingService:
         self.stats.durable_offsets[p] = last
         LOG.info(
             "flushed topic=%s partition=%d offsets=%d-%d rated=%d dead_letters=%d files=%d",
-            topic, p, first, last, rated.num_rows, dead.num_rows, len(files),
-        )  # fmt: skip
+            topic,
+            p,
+            first,
+            last,
+            rated.num_rows,
+            dead.num_rows,
+            len(files),
+        )
 
     def _hook(self, point: str, **info: Any) -> None:
         if self.hook is not None:
@@ -290,10 +324,17 @@ class StreamingService:
                     try:
                         self._flush(buffer)
                     except InfrastructureError as exc:
-                        LOG.warning("partition=%d not flushed at shutdown (%s); it will be re-read", buffer.partition, exc)
+                        LOG.warning(
+                            "partition=%d not flushed at shutdown (%s); it will be re-read",
+                            buffer.partition,
+                            exc,
+                        )
         finally:
             self.consumer.close()  # leaves the group
             LOG.info(
                 "stopped consumed=%d rated=%d dead_letters=%d files=%d",
-                self.stats.consumed, self.stats.rated, self.stats.dead_letters, self.stats.files,
-            )  # fmt: skip
+                self.stats.consumed,
+                self.stats.rated,
+                self.stats.dead_letters,
+                self.stats.files,
+            )

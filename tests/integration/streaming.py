@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ class ServiceThread(threading.Thread):
         return self.stats
 
 
-def produce_raw(brokers: str, topic: str, messages: list[tuple[bytes | None, bytes | None]]) -> None:
+def produce_raw(
+    brokers: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]]
+) -> None:
     """Produce (key, value) pairs as they are (partition chosen by key hash)."""
     prod: Producer = kafka_clients.producer(KafkaSettings(brokers=brokers))
     for key, value in messages:

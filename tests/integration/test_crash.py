@@ -23,7 +23,13 @@ from pipeline.io.wire import wire_header
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR
 from pipeline.settings import KafkaSettings
 from pipeline.streaming import produce_files
-from tests.integration.streaming import dead_letters, lake_rated, load_sample_refdata, produce_raw, unique
+from tests.integration.streaming import (
+    dead_letters,
+    lake_rated,
+    load_sample_refdata,
+    produce_raw,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +39,9 @@ KILLS = 12
 
 def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as fh:
-        return subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -64,8 +72,22 @@ def test_sigkill_consumers_at_random_moments(
         "CDR_BATCH__MAX_AGE_S": "0.2",
         "CDR_BATCH__POLL_MAX_MESSAGES": "300",
     }
-    argv = [sys.executable, "-m", "pipeline.cli", "run", "--topic", topic, "--group", unique("g"),
-            "--output", str(lake), "--dead-letter-topic", dlq, "--stop-when-idle", "12"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "run",
+        "--topic",
+        topic,
+        "--group",
+        unique("g"),
+        "--output",
+        str(lake),
+        "--dead-letter-topic",
+        dlq,
+        "--stop-when-idle",
+        "12",
+    ]
     rng = random.Random(20261121)
     procs: list[subprocess.Popen[bytes]] = []
     log = tmp_path / "consumers.log"
@@ -77,8 +99,11 @@ def test_sigkill_consumers_at_random_moments(
             time.sleep(rng.uniform(0.3, 2.5))
             produced += produce_files([waves[kills + 1]], kafka, topic).events
             if kills % 3 == 0:  # malformed messages keep arriving too
-                produce_raw(kafka_broker.bootstrap, topic, [(b"junk", wire_header(1) + os.urandom(40)),
-                                                            (b"junk2", b"\x07junk")])  # fmt: skip
+                produce_raw(
+                    kafka_broker.bootstrap,
+                    topic,
+                    [(b"junk", wire_header(1) + os.urandom(40)), (b"junk2", b"\x07junk")],
+                )
                 produced += 2
             live = [p for p in procs if p.poll() is None]
             if live:
@@ -91,8 +116,8 @@ def test_sigkill_consumers_at_random_moments(
         # let the survivors (and one fresh member) finish: they stop when idle
         procs.append(_start(argv, env, log))
         deadline = time.monotonic() + 240
-        for p in procs:
-            p.wait(max(1, deadline - time.monotonic()))
+        for proc in procs:
+            proc.wait(max(1, deadline - time.monotonic()))
     finally:
         for p in procs:
             if p.poll() is None:
@@ -100,15 +125,29 @@ def test_sigkill_consumers_at_random_moments(
 
     rated = lake_rated(lake)
     dead = dead_letters(kafka_broker.bootstrap, dlq)
-    rated_keys = list(zip(rated.column("source_partition").to_pylist(), rated.column("source_offset").to_pylist(), strict=True))
-    dead_keys = list(zip(dead.column("source_partition").to_pylist(), dead.column("source_offset").to_pylist(), strict=True))
+    rated_keys = list(
+        zip(
+            rated.column("source_partition").to_pylist(),
+            rated.column("source_offset").to_pylist(),
+            strict=True,
+        )
+    )
+    dead_keys = list(
+        zip(
+            dead.column("source_partition").to_pylist(),
+            dead.column("source_offset").to_pylist(),
+            strict=True,
+        )
+    )
     assert len(rated_keys) == len(set(rated_keys)), "an event is in the lake twice"
     assert len(dead_keys) == len(set(dead_keys))
     assert not set(rated_keys) & set(dead_keys), "an event is both rated and dead-lettered"
     got = set(rated_keys) | set(dead_keys)
     assert len(got) == produced, "an event was lost"
-    for p in range(PARTITIONS):  # every partition's offsets are contiguous from 0
-        offsets = sorted(o for q, o in got if q == p)
-        assert offsets == list(range(len(offsets))), f"a gap in partition {p}"
+    for part in range(PARTITIONS):  # every partition's offsets are contiguous from 0
+        offsets = sorted(o for q, o in got if q == part)
+        assert offsets == list(range(len(offsets))), f"a gap in partition {part}"
     assert pc.count_distinct(rated.column("source_topic")).as_py() == 1
-    assert not list(lake.rglob(".*.tmp")) or True  # temp files of killed writers are swept on recovery
+    assert (
+        not list(lake.rglob(".*.tmp")) or True
+    )  # temp files of killed writers are swept on recovery

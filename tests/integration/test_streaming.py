@@ -57,10 +57,13 @@ def test_run_lake_equals_batch_lake(
     topic = unique("events")
     produced = produce_files([traffic], KafkaSettings(brokers=kafka_broker.bootstrap), topic)
     stream_lake = tmp_path / "stream"
-    worker = ServiceThread(settings_for(kafka_broker.bootstrap, redis_server.url, stream_lake, topic))
+    worker = ServiceThread(
+        settings_for(kafka_broker.bootstrap, redis_server.url, stream_lake, topic)
+    )
     worker.start()
     worker.join(120)
-    assert not worker.is_alive() and worker.error is None
+    assert not worker.is_alive()
+    assert worker.error is None
     run = worker.stats
     assert run is not None
     assert run.consumed == produced.events == stats.events
@@ -74,8 +77,12 @@ def test_run_lake_equals_batch_lake(
     dead = dead_letters(kafka_broker.bootstrap, f"{topic}-dlq")
     assert dead.num_rows == stats.dead_letters
     batch_dead = Lake(batch_lake).read_dead_letters()
-    assert sorted(dead.column("reason").to_pylist()) == sorted(batch_dead.column("reason").to_pylist())
-    assert sorted(dead.column("call_id").to_pylist()) == sorted(batch_dead.column("call_id").to_pylist())
+    assert sorted(dead.column("reason").to_pylist()) == sorted(
+        batch_dead.column("reason").to_pylist()
+    )
+    assert sorted(dead.column("call_id").to_pylist()) == sorted(
+        batch_dead.column("call_id").to_pylist()
+    )
 
 
 def _datum(record: dict[str, object]) -> bytes:
@@ -94,7 +101,10 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
     topic = unique("malformed")
     schema = load_call_event_schema()
     rng = random.Random(5)
-    good = [event(call_id=f"good-{i}", account_id="ACC-1001", calling_number="+12125550100") for i in range(50)]
+    good = [
+        event(call_id=f"good-{i}", account_id="ACC-1001", calling_number="+12125550100")
+        for i in range(50)
+    ]
     truncated = encode(event(call_id="trunc", account_id="ACC-1001"), 1, schema)[:-7]
     expected = {
         b"rand": "BAD_MAGIC_BYTE",  # random bytes, first byte not 0
@@ -116,19 +126,31 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
         (b"short", b"\x00\x00"),
         (b"neg", encode(event(call_id="neg", account_id="ACC-1001", duration_ms=-5), 1, schema)),
         (b"acct", encode(event(call_id="acct", account_id="ACC-0000"), 1, schema)),
-        (b"called", encode(event(call_id="called", account_id="ACC-1001", called_number="18005551234"), 1, schema)),
+        (
+            b"called",
+            encode(
+                event(call_id="called", account_id="ACC-1001", called_number="18005551234"),
+                1,
+                schema,
+            ),
+        ),
     ]
-    messages = [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in good]
+    messages: list[tuple[bytes | None, bytes | None]] = [
+        (str(e["call_id"]).encode(), encode(e, 1, schema)) for e in good
+    ]
     for i, msg in enumerate(bad):
         messages.insert(i * 5 + 2, msg)
     from pipeline.io import kafka_clients
 
     kafka_clients.ensure_topic(KafkaSettings(brokers=kafka_broker.bootstrap), topic, 2)
     produce_raw(kafka_broker.bootstrap, topic, messages)
-    worker = ServiceThread(settings_for(kafka_broker.bootstrap, redis_server.url, tmp_path / "lake", topic))
+    worker = ServiceThread(
+        settings_for(kafka_broker.bootstrap, redis_server.url, tmp_path / "lake", topic)
+    )
     worker.start()
     worker.join(120)
-    assert worker.error is None and worker.stats is not None
+    assert worker.error is None
+    assert worker.stats is not None
     assert worker.stats.consumed == len(messages) == worker.stats.rated + worker.stats.dead_letters
     rated = lake_rated(tmp_path / "lake")
     assert sorted(rated.column("call_id").to_pylist()) == sorted(str(e["call_id"]) for e in good)
@@ -143,26 +165,44 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
     assert struct.pack(">I", 4242)  # the unknown id really was unknown
 
 
-def test_redis_outage_pauses_and_resumes_without_dead_letters(kafka_broker: EmbeddedKafka, tmp_path: Path) -> None:
+def test_redis_outage_pauses_and_resumes_without_dead_letters(
+    kafka_broker: EmbeddedKafka, tmp_path: Path
+) -> None:
     """Issue 3: a Redis outage mid-stream pauses consumption; nothing is rated without
     enrichment and nothing is dead-lettered; when Redis is back every event is rated."""
     topic = unique("outage")
     lake = tmp_path / "lake"
     schema = load_call_event_schema()
-    first = [event(call_id=f"a-{i}", account_id="ACC-1001", calling_number=f"+1212555{i:04d}") for i in range(200)]
-    second = [event(call_id=f"b-{i}", account_id="ACC-1002", calling_number=f"+1312555{i:04d}") for i in range(300)]
+    first = [
+        event(call_id=f"a-{i}", account_id="ACC-1001", calling_number=f"+1212555{i:04d}")
+        for i in range(200)
+    ]
+    second = [
+        event(call_id=f"b-{i}", account_id="ACC-1002", calling_number=f"+1312555{i:04d}")
+        for i in range(300)
+    ]
     with embedded_redis() as redis:
         load_sample_refdata(redis.url)
         from pipeline.io import kafka_clients
 
         kafka_clients.ensure_topic(KafkaSettings(brokers=kafka_broker.bootstrap), topic, 2)
-        worker = ServiceThread(settings_for(kafka_broker.bootstrap, redis.url, lake, topic, stop_when_idle=None))
+        worker = ServiceThread(
+            settings_for(kafka_broker.bootstrap, redis.url, lake, topic, stop_when_idle=None)
+        )
         worker.service.enricher._version_check_s = 0.1
         worker.start()
-        produce_raw(kafka_broker.bootstrap, topic, [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in first])
+        produce_raw(
+            kafka_broker.bootstrap,
+            topic,
+            [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in first],
+        )
         _wait(lambda: lake_rated(lake).num_rows == len(first), 60)
         redis.stop()
-        produce_raw(kafka_broker.bootstrap, topic, [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in second])
+        produce_raw(
+            kafka_broker.bootstrap,
+            topic,
+            [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in second],
+        )
         time.sleep(4)
         assert lake_rated(lake).num_rows == len(first)  # paused: nothing rated without enrichment
         assert worker.is_alive()

@@ -65,6 +65,6 @@ def one(*events: dict[str, Any], **kw: Any) -> dict[str, Any]:
     """The single rated record of one event (asserts it was not dead-lettered)."""
     result = rate(*events, **kw)
     assert result.dead_letters.num_rows == 0, result.dead_letters.to_pylist()
-    rows = result.rated.to_pylist()
+    rows: list[dict[str, Any]] = result.rated.to_pylist()
     assert len(rows) == 1
     return rows[0]

@@ -59,7 +59,8 @@ def rated(*evs: dict[str, Any]) -> list[dict[str, Any]]:
 def test_charges_never_negative_and_total_is_sum(ev: dict[str, Any]) -> None:
     """R7-R9: usage, surcharge and total are >= 0 and total = usage + surcharge."""
     (r,) = rated(ev)
-    assert r["usage_charge"] >= 0 and r["surcharge"] >= 0
+    assert r["usage_charge"] >= 0
+    assert r["surcharge"] >= 0
     assert r["total_charge"] == r["usage_charge"] + r["surcharge"]
     assert r["usage_charge"].as_tuple().exponent == -6
 
@@ -87,13 +88,16 @@ def test_billable_seconds_land_on_increments(ev: dict[str, Any]) -> None:
         assert b == 0
         return
     s = -(-r["duration_ms"] // 1000)
-    assert b >= initial and (b - initial) % additional == 0
+    assert b >= initial
+    assert (b - initial) % additional == 0
     assert s <= b < max(s, initial) + additional
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(events(), min_size=0, max_size=40), st.data())
-def test_rating_any_split_equals_rating_the_whole(evs: list[dict[str, Any]], data: st.DataObject) -> None:
+def test_rating_any_split_equals_rating_the_whole(
+    evs: list[dict[str, Any]], data: st.DataObject
+) -> None:
     """rate(a + b) == rate(a) + rate(b) for any split point (rows are independent)."""
     cut = data.draw(st.integers(0, len(evs)))
     whole = rate_batch(table(*evs), REF, BOOK)

@@ -36,7 +36,11 @@ def test_example_2_canada_toll_free_international_increments() -> None:
 
 def test_example_3_payphone_short_call() -> None:
     """Section 5 row 3: 1 ms from US48 with ANI II 27: 6 s, 0.001500 + 0.60 = 0.601500."""
-    r = one(event(calling_number="+12125550100", called_number="+18445551234", duration_ms=1, ani_ii="27"))
+    r = one(
+        event(
+            calling_number="+12125550100", called_number="+18445551234", duration_ms=1, ani_ii="27"
+        )
+    )
     assert (r["origin_region"], r["billable_seconds"], r["rate_per_min"]) == ("US48", 6, D("0.015"))
     assert (r["usage_charge"], r["surcharge"], r["total_charge"]) == (
         D("0.001500"), D("0.600000"), D("0.601500"),
@@ -47,7 +51,11 @@ def test_example_3_payphone_short_call() -> None:
 def test_example_4_mexico_origin_60_60() -> None:
     """Section 5 row 4: MEXICO origin, s=61 -> 120 s at the flat 0.0150 = 0.030000."""
     r = one(event(calling_number="+525555550100", duration_ms=61_000))
-    assert (r["origin_region"], r["increment_class"], r["billable_seconds"]) == ("MEXICO", "MEXICO", 120)
+    assert (r["origin_region"], r["increment_class"], r["billable_seconds"]) == (
+        "MEXICO",
+        "MEXICO",
+        120,
+    )
     assert r["usage_charge"] == D("0.030000")
     assert r["flags"] == []
 
@@ -66,7 +74,11 @@ def test_example_6_outbound_intrastate() -> None:
     """Section 5 row 6: OUTBOUND IL -> IL, 30 s at the intrastate rate."""
     r = one(event(direction="OUTBOUND", calling_number="+13125550100", called_number="+13125550199",
                   duration_ms=30_000))  # fmt: skip
-    assert (r["call_class"], r["jurisdiction"], r["billable_seconds"]) == ("OUTBOUND_LD", "INTRASTATE", 30)
+    assert (r["call_class"], r["jurisdiction"], r["billable_seconds"]) == (
+        "OUTBOUND_LD",
+        "INTRASTATE",
+        30,
+    )
     assert r["rate_per_min"] == D("0.0150")
     assert r["usage_charge"] == D("0.007500")
 
@@ -106,7 +118,8 @@ def test_r1_invalid_events_are_dead_lettered(fields: dict[str, object], reason: 
     assert result.rated.column("call_id").to_pylist() == ["good"]
     dead = result.dead_letters.to_pylist()
     assert [d["reason"] for d in dead] == [reason]
-    assert "+1" not in dead[0]["detail"] and "555" not in dead[0]["detail"]  # no CPNI in detail
+    assert "+1" not in dead[0]["detail"]
+    assert "555" not in dead[0]["detail"]
 
 
 def test_r1_reason_precedence_is_stable() -> None:
@@ -129,7 +142,9 @@ def test_r1_dead_letter_keeps_source_and_payload() -> None:
     t = __import__("tests.unit.events", fromlist=["table"]).table(ev)
     import pyarrow as pa
 
-    t = t.set_column(t.schema.get_field_index("payload"), "payload", pa.array([b"raw"], pa.binary()))
+    t = t.set_column(
+        t.schema.get_field_index("payload"), "payload", pa.array([b"raw"], pa.binary())
+    )
     t = t.set_column(t.schema.get_field_index("source_file"), "source_file", pa.array(["f.avro"]))
     from pipeline.rating.rate import rate_batch
     from tests.unit.refdata_fixture import tiny_reference
@@ -194,7 +209,11 @@ def test_r4_inbound_increment_class_by_origin(calling: str, region: str, inc: st
 
 @pytest.mark.parametrize(
     ("called", "inc"),
-    [("+13125550199", "US_DOMESTIC"), ("+525555550100", "MEXICO"), ("+14165550100", "INTERNATIONAL")],
+    [
+        ("+13125550199", "US_DOMESTIC"),
+        ("+525555550100", "MEXICO"),
+        ("+14165550100", "INTERNATIONAL"),
+    ],
 )
 def test_r4_outbound_increment_class_by_destination(called: str, inc: str) -> None:
     """R4: outbound legs by destination (origin Alaska does not matter)."""
@@ -222,13 +241,20 @@ def test_r4_outbound_increment_class_by_destination(called: str, inc: str) -> No
 )
 def test_r5_billable_seconds_boundaries(calling: str, duration_ms: int, seconds: int) -> None:
     """R5: US 6/6, INTERNATIONAL 30/6, MEXICO 60/60 at 1 ms, 6.000 s, 6.001 s, 30 s, 60 s."""
-    assert one(event(calling_number=calling, duration_ms=duration_ms))["billable_seconds"] == seconds
+    assert (
+        one(event(calling_number=calling, duration_ms=duration_ms))["billable_seconds"] == seconds
+    )
 
 
 def test_r5_increments_come_from_the_tariff() -> None:
     """R5: increments are tariff parameters, not constants."""
     tariffs = book(increments={"US_DOMESTIC": [30, 6]})
-    assert one(event(calling_number="+12125550100", duration_ms=1), tariffs=tariffs)["billable_seconds"] == 30
+    assert (
+        one(event(calling_number="+12125550100", duration_ms=1), tariffs=tariffs)[
+            "billable_seconds"
+        ]
+        == 30
+    )
 
 
 # ---------------------------------------------------------------- R6
@@ -256,7 +282,9 @@ def test_r6_offshore_toll_free_rates(calling: str, region: str, rate: str) -> No
 def test_r6_flat_toll_free_rate_account_override() -> None:
     """R6: the flat domestic toll-free rate is the account's override, else the tariff's."""
     assert one(event(calling_number="+12125550100"))["rate_per_min"] == D("0.0150")
-    assert one(event(calling_number="+12125550100", account_id="ACC-2"))["rate_per_min"] == D("0.0120")
+    assert one(event(calling_number="+12125550100", account_id="ACC-2"))["rate_per_min"] == D(
+        "0.0120"
+    )
     # the override does not replace an offshore rate
     assert one(event(account_id="ACC-2"))["rate_per_min"] == D("0.45")
     # American Samoa has no offshore rate in the tariff: flat rate, no OFFSHORE
@@ -267,7 +295,9 @@ def test_r6_flat_toll_free_rate_account_override() -> None:
 def test_r6_toll_free_dialled_is_free() -> None:
     """R6: OUTBOUND_LD / FORWARDED to a toll-free number: rate 0, TOLL_FREE_DIALED."""
     for leg in ("ORIGINAL", "FORWARDED"):
-        r = one(event(direction="OUTBOUND", leg=leg, called_number="+18775550100", duration_ms=90_000))
+        r = one(
+            event(direction="OUTBOUND", leg=leg, called_number="+18775550100", duration_ms=90_000)
+        )
         assert (r["rate_per_min"], r["total_charge"], r["jurisdiction"]) == (D(0), D(0), None)
         assert r["flags"] == ["TOLL_FREE_DIALED"]
         assert r["billable_seconds"] == 90
@@ -286,7 +316,9 @@ def test_r6_toll_free_dialled_is_free() -> None:
         ("+12125550100", "+19995550199", "INDETERMINATE", "0.0150"),  # destination state unknown
     ],
 )
-def test_r6_long_distance_jurisdiction(calling: str | None, called: str, jurisdiction: str, rate: str) -> None:
+def test_r6_long_distance_jurisdiction(
+    calling: str | None, called: str, jurisdiction: str, rate: str
+) -> None:
     """R6: INTRASTATE when states are equal, INTERSTATE otherwise (a known non-US origin
     counts as another state), INDETERMINATE at the intrastate rate when a state is unknown."""
     r = one(event(direction="OUTBOUND", calling_number=calling, called_number=called))
@@ -336,7 +368,9 @@ def test_r7_rounds_half_up_to_six_places() -> None:
     assert one(event(**did, duration_ms=18_000), tariffs=tariffs)["usage_charge"] == D("0.000000")
 
 
-@pytest.mark.parametrize(("ani", "payphone"), [("27", True), ("70", True), ("29", False), ("00", False), (None, False)])
+@pytest.mark.parametrize(
+    ("ani", "payphone"), [("27", True), ("70", True), ("29", False), ("00", False), (None, False)]
+)
 def test_r8_payphone_surcharge(ani: str | None, payphone: bool) -> None:
     """R8: ANI II 27 and 70 are payphones (29 is inmate service): 0.60 per call."""
     r = one(event(calling_number="+12125550100", ani_ii=ani))
@@ -354,7 +388,9 @@ def test_r8_payphone_only_on_toll_free() -> None:
 # ---------------------------------------------------------------- R10, R11
 
 
-@pytest.mark.parametrize(("duration_ms", "short"), [(1, True), (6_000, True), (6_001, False), (0, False)])
+@pytest.mark.parametrize(
+    ("duration_ms", "short"), [(1, True), (6_000, True), (6_001, False), (0, False)]
+)
 def test_r10_short_call(duration_ms: int, short: bool) -> None:
     """R10: SHORT_CALL on answered calls with s <= 6 (seconds before increments)."""
     assert ("SHORT_CALL" in one(event(duration_ms=duration_ms))["flags"]) == short
@@ -363,16 +399,25 @@ def test_r10_short_call(duration_ms: int, short: bool) -> None:
 def test_r10_fraud_suspect_still_rated() -> None:
     """R10: a blocklisted calling or called prefix flags FRAUD_SUSPECT; still rated."""
     r = one(event(calling_number="+882123456789"))
-    assert "FRAUD_SUSPECT" in r["flags"] and r["usage_charge"] > 0
+    assert "FRAUD_SUSPECT" in r["flags"]
+    assert r["usage_charge"] > 0
     r = one(event(direction="OUTBOUND", called_number="+18765551234"))
-    assert "FRAUD_SUSPECT" in r["flags"] and r["rate_per_min"] == D("0.15")
-    assert "FRAUD_SUSPECT" not in one(event(direction="OUTBOUND", called_number="+18765561234"))["flags"]
+    assert "FRAUD_SUSPECT" in r["flags"]
+    assert r["rate_per_min"] == D("0.15")
+    assert (
+        "FRAUD_SUSPECT"
+        not in one(event(direction="OUTBOUND", called_number="+18765561234"))["flags"]
+    )
 
 
 @pytest.mark.parametrize(
     ("start", "rate", "version"),
     [
-        (datetime(2026, 11, 15, 23, 59, 59, 999_999, tzinfo=UTC), "0.45", "standard@2026-01-01T00:00:00Z"),
+        (
+            datetime(2026, 11, 15, 23, 59, 59, 999_999, tzinfo=UTC),
+            "0.45",
+            "standard@2026-01-01T00:00:00Z",
+        ),
         (datetime(2026, 11, 16, 0, 0, tzinfo=UTC), "0.44", "standard@2026-11-16T00:00:00Z"),
         (datetime(2026, 1, 1, 0, 0, tzinfo=UTC), "0.45", "standard@2026-01-01T00:00:00Z"),
     ],
@@ -410,7 +455,8 @@ def test_r_carrier_precedence_lnp_block_npanxx() -> None:
 def test_empty_batch() -> None:
     """An empty batch rates to empty tables of the right schemas."""
     result = rate()
-    assert result.rated.num_rows == 0 and result.dead_letters.num_rows == 0
+    assert result.rated.num_rows == 0
+    assert result.dead_letters.num_rows == 0
 
 
 def test_revision_defaults_and_passes_through() -> None:
