@@ -4,7 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup system-deps demo test lint typecheck unit bench clean
+
+# Debian tools some tests drive: docker-compose validates deploy/compose.yaml offline,
+# chromium renders the cycle report, redis-server (built with TLS) serves the
+# Redis TLS test. Installed only when missing (needs root or sudo).
+SYSTEM_DEPS := docker-compose chromium redis-server
 
 setup: $(STAMP)
 
@@ -13,6 +18,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+system-deps:
+	@missing=""; for tool in $(SYSTEM_DEPS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 demo: setup
 	$(BIN)/cdr-pipeline demo
@@ -27,7 +40,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-test: lint typecheck
+test: system-deps lint typecheck
 	$(BIN)/pytest -q
 
 bench: setup
