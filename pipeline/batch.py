@@ -9,10 +9,20 @@ removed, so re-running ``rate`` on the same input never duplicates records.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,16 +71,14 @@ def fill_payloads(dead: pa.Table, events: pa.Table) -> pa.Table:
     ``source_index`` (per-row work, but only for dead letters)."""
     if dead.num_rows == 0 or dead.column("payload").null_count == 0:
         return dead
-    wanted = set(pc.drop_null(dead.column("source_index")).to_pylist())
-    index = events.column("source_index").to_pylist()
-    rows = {idx: i for i, idx in enumerate(index) if idx in wanted}
+    rows = pc.index_in(
+        dead.column("source_index"), value_set=events.column("source_index")
+    ).to_pylist()
     fields = [f.name for f in events.schema][:15]
     payloads = []
-    for payload, idx in zip(
-        dead.column("payload").to_pylist(), dead.column("source_index").to_pylist(), strict=True
-    ):
-        if payload is None and idx in rows:
-            record = {k: events.column(k)[rows[idx]].as_py() for k in fields}
+    for payload, row in zip(dead.column("payload").to_pylist(), rows, strict=True):
+        if payload is None and row is not None:
+            record = {k: events.column(k)[row].as_py() for k in fields}
             try:
                 payload = encode_datum(record)
             except (ValueError, TypeError, KeyError):  # a record that no longer fits the schema
@@ -79,6 +87,10 @@ def fill_payloads(dead: pa.Table, events: pa.Table) -> pa.Table:
     return dead.set_column(
         dead.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.binary())
     )
+
+
+def _write(lake: Lake, rated: pa.Table, dead: pa.Table, name: str) -> int:
+    return len(lake.write_rated(rated, name)) + (lake.write_dead_letters(dead, name) is not None)
 
 
 def rate_files(
@@ -91,43 +103,103 @@ def rate_files(
     progress: Progress | None = None,
 ) -> RateStats:
     """Rate every record of ``files`` into ``lake``. Each record ends as exactly one
-    rated record or one dead letter. ``progress`` is called with records done."""
+    rated record or one dead letter. ``progress`` is called with records done.
+
+    Parquet files are written by one background thread while the next batch is rated
+    (Arrow releases the GIL while encoding); at most two batches wait to be written.
+    """
     check_accounts_have_tariffs(ref, tariffs)
     stats = RateStats()
     started = time.perf_counter()
-    for path in files:
-        prefix = f"batch-{path.stem}-{file_digest(path)}-"
-        removed = lake.remove_outputs(prefix)
-        for batch in iter_event_batches(path, batch_size=batch_size):
-            result = rate_batch(batch.events, ref, tariffs)
-            dead = pa.concat_tables(
-                [
-                    batch.dead_letters.cast(DEAD_LETTER_SCHEMA),
-                    fill_payloads(result.dead_letters, batch.events),
-                ]
+    pending: deque[Future[int]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer") as writer:
+        for path in files:
+            prefix = f"batch-{path.stem}-{file_digest(path)}-"
+            removed = lake.remove_outputs(prefix)
+            before = (stats.events, stats.rated, stats.dead_letters)
+            for batch in iter_event_batches(path, batch_size=batch_size):
+                result = rate_batch(batch.events, ref, tariffs)
+                dead = pa.concat_tables(
+                    [
+                        batch.dead_letters.cast(DEAD_LETTER_SCHEMA),
+                        fill_payloads(result.dead_letters, batch.events),
+                    ]
+                )
+                name = f"{prefix}{_first_index(batch.events, batch.dead_letters):012d}"
+                pending.append(writer.submit(_write, lake, result.rated, dead, name))
+                while len(pending) > 2:
+                    stats.files_written += pending.popleft().result()
+                n = batch.events.num_rows + batch.dead_letters.num_rows
+                stats.events += n
+                stats.rated += result.rated.num_rows
+                stats.dead_letters += dead.num_rows
+                for reason in dead.column("reason").to_pylist():
+                    stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
+                if progress:
+                    progress(n)
+            while pending:
+                stats.files_written += pending.popleft().result()
+            LOG.info(
+                "rated file=%s removed_previous=%d events=%d rated=%d dead_letters=%d",
+                path.name,
+                removed,
+                stats.events - before[0],
+                stats.rated - before[1],
+                stats.dead_letters - before[2],
             )
-            first = _first_index(batch.events, batch.dead_letters)
-            name = f"{prefix}{first:012d}"
-            stats.files_written += len(lake.write_rated(result.rated, name))
-            stats.files_written += lake.write_dead_letters(dead, name) is not None
-            n = batch.events.num_rows + batch.dead_letters.num_rows
-            stats.events += n
-            stats.rated += result.rated.num_rows
-            stats.dead_letters += dead.num_rows
-            for reason in dead.column("reason").to_pylist():
-                stats.by_reason[reason] = stats.by_reason.get(reason, 0) + 1
-            if progress:
-                progress(n)
-        LOG.info(
-            "rated file=%s removed_previous=%d events=%d rated=%d dead_letters=%d",
-            path.name,
-            removed,
-            stats.events,
-            stats.rated,
-            stats.dead_letters,
-        )
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _rate_one(args: tuple[Path, Path, ReferenceData, TariffBook, int, Any]) -> RateStats:
+    path, root, ref, tariffs, batch_size, queue = args
+    return rate_files([path], Lake(root), ref, tariffs, batch_size=batch_size, progress=queue.put)
+
+
+def rate_files_parallel(
+    files: Sequence[Path],
+    lake: Lake,
+    ref: ReferenceData,
+    tariffs: TariffBook,
+    *,
+    workers: int,
+    batch_size: int = 250_000,
+    progress: Progress | None = None,
+) -> RateStats:
+    """:func:`rate_files` with files spread over ``workers`` processes (one file per
+    task). Output is identical to the sequential run; ``progress`` sees every batch."""
+    if workers <= 1 or len(files) <= 1:
+        return rate_files(files, lake, ref, tariffs, batch_size=batch_size, progress=progress)
+    check_accounts_have_tariffs(ref, tariffs)
+    started = time.perf_counter()
+    total = RateStats()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        queue = manager.Queue()
+        futures = [
+            pool.submit(_rate_one, (p, lake.root, ref, tariffs, batch_size, queue)) for p in files
+        ]
+        remaining = set(futures)
+        while remaining:
+            done, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
+            while not queue.empty():
+                n = queue.get()
+                if progress:
+                    progress(n)
+            for future in done:
+                part = future.result()
+                total.events += part.events
+                total.rated += part.rated
+                total.dead_letters += part.dead_letters
+                total.files_written += part.files_written
+                for reason, count in part.by_reason.items():
+                    total.by_reason[reason] = total.by_reason.get(reason, 0) + count
+        while not queue.empty():
+            n = queue.get()
+            if progress:
+                progress(n)
+    total.seconds = time.perf_counter() - started
+    return total
 
 
 def _first_index(events: pa.Table, dead: pa.Table) -> int:

@@ -43,6 +43,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+#: Columns whose min/max statistics help readers prune (times, ids, classes, money);
+#: phone numbers and call ids are left out: statistics on them cost a third of the
+#: write time and prune nothing.
+STATISTICS = (
+    "start_time", "billing_cycle", "account_id", "trunk_id", "call_class", "revision",
+    "origin_region", "destination_region", "tariff_version", "total_charge", "usage_charge",
+    "source_partition", "source_offset", "source_index", "reason", "line_type", "amount",
+)  # fmt: skip
+
+
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` durably: temp file, fsync, rename, fsync the folder.
 
@@ -52,7 +62,13 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as fh:
-            pq.write_table(table, fh, compression="zstd", row_group_size=256 * 1024)
+            pq.write_table(
+                table,
+                fh,
+                compression="zstd",
+                row_group_size=256 * 1024,
+                write_statistics=[c for c in STATISTICS if c in table.column_names],
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

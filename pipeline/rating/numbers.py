@@ -88,41 +88,51 @@ def region_of(numbers: Numbers, ref: ReferenceData) -> npt.NDArray[np.int8]:
     return np.where(numbers.well_formed, region, _UNKNOWN).astype(np.int8)
 
 
-def _block_lookup(numbers: Numbers, ref: ReferenceData) -> tuple[I32, I32]:
-    """(ocn, state) of the 7-digit thousands block, else the 6-digit NPA-NXX; -1 if none."""
+@dataclass(frozen=True)
+class Located:
+    """Reference facts of one column of numbers (R-CARRIER, state for R6)."""
+
+    ocn: I32  # OCN index, -1 when no LNP entry, thousands block or NPA-NXX matches
+    category: npt.NDArray[np.int8]  # carrier category code (UNKNOWN when ocn is -1)
+    state: I32  # state index: npanxx (7 then 6 digits), else npa_regions; -1 unknown
+
+
+def locate(numbers: Numbers, ref: ReferenceData) -> Located:
+    """R-CARRIER and state of each number, with one probe of each table.
+
+    Carrier: the ported number (LNP) first, then the 7-digit thousands block, then the
+    6-digit NPA-NXX. State: the thousands block, then the NPA-NXX, then the NPA.
+    """
     nat = numbers.national
     p7 = ref.block7.find(np.where(numbers.nanp, nat // 1000, -1))
-    p6 = ref.block6.find(np.where(numbers.nanp, nat // 10_000, -1))
-    ocn7 = np.where(p7 >= 0, ref.block7_ocn[np.maximum(p7, 0)] if len(ref.block7) else -1, -1)
-    st7 = np.where(p7 >= 0, ref.block7_state[np.maximum(p7, 0)] if len(ref.block7) else -1, -1)
-    ocn6 = np.where(p6 >= 0, ref.block6_ocn[np.maximum(p6, 0)] if len(ref.block6) else -1, -1)
-    st6 = np.where(p6 >= 0, ref.block6_state[np.maximum(p6, 0)] if len(ref.block6) else -1, -1)
-    return (
-        np.where(p7 >= 0, ocn7, ocn6).astype(np.int32),
-        np.where(p7 >= 0, st7, st6).astype(np.int32),
+    hit7 = p7 >= 0
+    p6 = ref.block6_at(np.where(numbers.nanp, nat // 10_000, -1))
+    hit6 = p6 >= 0
+    i7, i6 = np.maximum(p7, 0), np.maximum(p6, 0)
+    empty = np.full(nat.shape, -1, dtype=np.int32)
+    ocn7 = np.where(hit7, ref.block7_ocn[i7], -1) if len(ref.block7) else empty
+    st7 = np.where(hit7, ref.block7_state[i7], -1) if len(ref.block7) else empty
+    ocn6 = np.where(hit6, ref.block6_ocn[i6], -1) if len(ref.block6) else empty
+    st6 = np.where(hit6, ref.block6_state[i6], -1) if len(ref.block6) else empty
+    block_ocn = np.where(hit7, ocn7, ocn6)
+    block_state = np.where(hit7, st7, st6)
+    state = np.where(
+        block_state >= 0, block_state, np.where(numbers.nanp, ref.npa_state[numbers.npa], -1)
     )
+    pos = ref.lnp.find(np.where(numbers.nanp, nat, -1))
+    lnp_ocn = np.where(pos >= 0, ref.lnp_ocn[np.maximum(pos, 0)], -1) if len(ref.lnp) else empty
+    ocn = np.where(pos >= 0, lnp_ocn, block_ocn).astype(np.int32)
+    category = (
+        np.where(ocn >= 0, ref.ocn_category[np.maximum(ocn, 0)], UNKNOWN_CATEGORY)
+        if ref.ocns
+        else np.full(nat.shape, UNKNOWN_CATEGORY)
+    ).astype(np.int8)
+    return Located(ocn=ocn, category=category, state=state.astype(np.int32))
 
 
 def state_of(numbers: Numbers, ref: ReferenceData) -> I32:
-    """State index: npanxx (7 then 6 digits), else npa_regions; -1 unknown or non-NANP."""
-    _, block_state = _block_lookup(numbers, ref)
-    npa_state = np.where(numbers.nanp, ref.npa_state[numbers.npa], -1)
-    return np.where(block_state >= 0, block_state, npa_state).astype(np.int32)
+    """State index of each number (see :func:`locate`)."""
+    return locate(numbers, ref).state
 
 
-def carrier_of(numbers: Numbers, ref: ReferenceData) -> tuple[I32, npt.NDArray[np.int8]]:
-    """R-CARRIER: (ocn index, category code). Ported number (LNP) first, then the
-    thousands block, then the NPA-NXX; no match: ocn -1 and category UNKNOWN."""
-    block_ocn, _ = _block_lookup(numbers, ref)
-    pos = ref.lnp.find(np.where(numbers.nanp, numbers.national, -1))
-    lnp_ocn = np.where(pos >= 0, ref.lnp_ocn[np.maximum(pos, 0)] if len(ref.lnp) else -1, -1)
-    ocn = np.where(pos >= 0, lnp_ocn, block_ocn).astype(np.int32)
-    category = np.where(
-        ocn >= 0,
-        ref.ocn_category[np.maximum(ocn, 0)] if ref.ocns else UNKNOWN_CATEGORY,
-        UNKNOWN_CATEGORY,
-    ).astype(np.int8)
-    return ocn, category
-
-
-__all__ = ["Numbers", "carrier_of", "choose", "parse_numbers", "region_of", "state_of"]
+__all__ = ["Located", "Numbers", "choose", "locate", "parse_numbers", "region_of", "state_of"]

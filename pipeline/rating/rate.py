@@ -23,7 +23,7 @@ from pipeline.rating.columns import (
 )
 from pipeline.rating.compiled import INCREMENT_CLASSES, CompiledTariffs, compiled
 from pipeline.rating.money import micro_to_decimal_array
-from pipeline.rating.numbers import Numbers, carrier_of, choose, parse_numbers, region_of, state_of
+from pipeline.rating.numbers import Numbers, choose, locate, parse_numbers, region_of
 from pipeline.rating.rules import (
     CALL_CLASSES,
     FLAGS,
@@ -231,10 +231,10 @@ def _rate_valid(
     origin = _origin(inbound, forwarded, calling, original)
 
     origin_region = region_of(origin, ref)
-    origin_state = state_of(origin, ref)
-    origin_ocn, origin_category = carrier_of(origin, ref)
+    origin_at = locate(origin, ref)
+    origin_state, origin_ocn, origin_category = origin_at.state, origin_at.ocn, origin_at.category
     dest_region = region_of(called, ref)
-    dest_state = state_of(called, ref)
+    dest_state = locate(called, ref).state
 
     billable = r2_billable(answered, duration)
     call_class = r3_call_class(billable, inbound, forwarded, called.toll_free)

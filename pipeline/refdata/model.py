@@ -240,6 +240,17 @@ class ReferenceData:
             blocklist_reasons=tuple(str(x) for x in blocklist.column("reason").to_pylist()),
         )
 
+    def block6_at(self, prefixes: I64) -> npt.NDArray[np.intp]:
+        """Position of each 6-digit NPA-NXX in :attr:`block6` (-1 if absent), through a
+        dense 1,000,000-entry table built on first use (O(1) per probe)."""
+        dense = self.__dict__.get("_block6_dense")
+        if dense is None:
+            dense = np.full(1_000_000, -1, dtype=np.int32)
+            dense[self.block6.keys] = np.arange(len(self.block6), dtype=np.int32)
+            object.__setattr__(self, "_block6_dense", dense)
+        ok = (prefixes >= 0) & (prefixes < 1_000_000)
+        return np.where(ok, dense[np.where(ok, prefixes, 0)], -1).astype(np.intp)
+
     def with_lnp(self, tns: I64, ocns: pa.Array) -> ReferenceData:
         """A copy whose LNP table is exactly ``tns -> ocns`` (a batch's resolved subset).
 
@@ -247,7 +258,10 @@ class ReferenceData:
         """
         index, order = KeyIndex.build(np.asarray(tns, dtype=np.int64))
         codes = _codes_for(ocns, list(self.ocns), "lnp")[order]
-        return dataclasses.replace(self, lnp=index, lnp_ocn=codes)
+        copy = dataclasses.replace(self, lnp=index, lnp_ocn=codes)
+        if "_block6_dense" in self.__dict__:  # same NPA-NXX table: share the dense index
+            object.__setattr__(copy, "_block6_dense", self.__dict__["_block6_dense"])
+        return copy
 
     def account_index(self, account_ids: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.intp]:
         """Row of each account id in the account arrays, -1 when unknown (R1)."""
