@@ -43,7 +43,8 @@ def test_every_record_is_rated_or_dead_lettered_once(files: list[Path], tmp_path
     stats = rate_files(files, lake, REF, TARIFFS, batch_size=1_500)
     assert stats.events == 12_000 == stats.rated + stats.dead_letters
     rated, dead = _all_rated(lake), lake.read_dead_letters()
-    assert rated.num_rows == stats.rated and dead.num_rows == stats.dead_letters
+    assert rated.num_rows == stats.rated
+    assert dead.num_rows == stats.dead_letters
     keys = set(
         zip(
             rated.column("source_file").to_pylist(),
@@ -58,7 +59,8 @@ def test_every_record_is_rated_or_dead_lettered_once(files: list[Path], tmp_path
             strict=True,
         )
     )
-    assert len(keys) == rated.num_rows and not keys & dead_keys
+    assert len(keys) == rated.num_rows
+    assert not keys & dead_keys
     assert len(keys | dead_keys) == 12_000
     assert all(p is not None for p in dead.column("payload").to_pylist())
 
@@ -88,7 +90,8 @@ def test_close_cycle_twice_gives_same_lines_and_one_file(files: list[Path], tmp_
     rate_files(files, lake, REF, TARIFFS)
     first = close(lake, REF, TARIFFS, "2026-11")
     second = close(lake, REF, TARIFFS, "2026-11")
-    assert first.equals(second) and first.num_rows > 0
+    assert first.equals(second)
+    assert first.num_rows > 0
     assert [p.name for p in lake.invoice_dir("2026-11").iterdir()] == ["invoice_lines.parquet"]
     assert lake.read_invoice_lines("2026-11").num_rows == first.num_rows
 
@@ -117,4 +120,5 @@ def test_cli_refuses_bad_tariffs_with_a_clear_message(
         main(["rate", "--tariffs", str(bad), "--output", str(tmp_path / "l"), str(files[0])]) == 2
     )
     err = capsys.readouterr().err
-    assert "standard.yaml" in err and "did_per_min" in err
+    assert "standard.yaml" in err
+    assert "did_per_min" in err
