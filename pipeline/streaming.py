@@ -31,6 +31,7 @@ from pipeline.io.wire import (
 from pipeline.observability import LOG
 from pipeline.refdata.redis_store import RedisReferenceReader
 from pipeline.runtime.enrich import Enricher
+from pipeline.runtime.health import redis_pinger
 from pipeline.runtime.service import Hook, RunStats, StreamingService
 from pipeline.settings import KafkaSettings, Settings
 from pipeline.tariff_files import load_tariff_dir
@@ -96,12 +97,14 @@ def produce_files(
 
 
 def build_service(settings: Settings, hook: Hook | None = None) -> StreamingService:
-    """A ready-to-run :class:`StreamingService` from settings."""
+    """A ready-to-run :class:`StreamingService` from settings. With
+    ``settings.metrics_port`` it already serves ``/metrics``, ``/healthz`` and
+    ``/readyz`` on that port (all interfaces) until its ``run()`` returns."""
     tariffs = load_tariff_dir(settings.tariffs)
     client = settings.redis.client()
     enricher = Enricher(RedisReferenceReader(client, namespace=settings.redis.namespace))
     kafka_clients.ensure_topic(settings.kafka, settings.dead_letter_topic, 1)
-    return StreamingService(
+    service = StreamingService(
         settings,
         consumer=kafka_clients.consumer(settings.kafka, settings.group),
         dead_letters=dead_letter_topic.DeadLetterProducer(
@@ -112,6 +115,9 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
         resolver=resolver_for(settings.schema_registry),
         hook=hook,
     )
+    if settings.metrics_port is not None:  # /metrics, /healthz, /readyz until run() returns
+        service.serve_http(settings.metrics_port, redis_ping=redis_pinger(settings.redis))
+    return service
 
 
 def run(settings: Settings) -> RunStats:

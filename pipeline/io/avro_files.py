@@ -122,7 +122,7 @@ __all__ = [
     "write_events",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16

@@ -116,7 +116,7 @@ from pipeline.errors import ConfigError, DataError, InfrastructureError
 from pipeline.rating.codes import Reason
 from pipeline.rating.columns import CALL_EVENT_FIELDS, DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
 
 #: A parsed Avro schema as returned by :func:`fastavro.parse_schema`.
 Schema = dict[str, Any]

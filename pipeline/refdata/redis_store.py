@@ -63,7 +63,7 @@ from pipeline.refdata.files import (
 )
 from pipeline.refdata.model import ReferenceData
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
 
 DEFAULT_NAMESPACE = "cdr:ref"
 SEP = "|"

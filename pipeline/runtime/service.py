@@ -13,6 +13,13 @@ to per-partition buffers. A due buffer is *flushed*, in this order:
 On assignment a partition resumes after the last offset the lake holds; on
 revocation its buffer is flushed first. Infrastructure failures (Redis, Kafka, the
 lake) pause consumption and retry; they never turn data into dead letters.
+
+Observability: :attr:`StreamingService.metrics` (:mod:`pipeline.metrics`) is updated
+once per poll batch and once per flush; consumer lag is recomputed at most every
+``LAG_INTERVAL_S`` from librdkafka's cached high watermarks (no broker round trip).
+:meth:`StreamingService.serve_http` exposes ``/metrics``, ``/healthz`` and ``/readyz``
+(:mod:`.health`); :attr:`last_tick`, :attr:`assigned` and :attr:`paused_on` are what
+the probes read.
 """
 
 from __future__ import annotations
@@ -24,18 +31,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.errors import InfrastructureError, ReferenceStoreError
 from pipeline.io.dead_letter_topic import DeadLetterProducer
 from pipeline.io.lake import Lake
 from pipeline.io.wire import KafkaSources, SchemaResolver, decode_batch
+from pipeline.metrics import ServiceMetrics
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.rate import rate_batch
 from pipeline.rating.tariffs import TariffBook
@@ -44,7 +52,13 @@ from pipeline.runtime.checkpoint import Checkpoints, part_name
 from pipeline.runtime.enrich import Enricher
 from pipeline.settings import Settings
 
+if TYPE_CHECKING:
+    from pipeline.runtime.health import ObservabilityServer
+
 LOG = logging.getLogger("cdr_pipeline.run")
+
+#: Seconds between two consumer-lag computations (each is a few microseconds).
+LAG_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -65,8 +79,21 @@ class RunStats:
     durable_offsets: dict[int, int] = field(default_factory=dict)
     lag: dict[int, int] = field(default_factory=dict)
 
+    #: At most this many recent latency samples are kept (a long run must not grow).
+    max_latency_samples: int = 2_000_000
+
+    def record_latencies(self, latencies_ms: npt.NDArray[np.int64]) -> None:
+        """Keep the event-to-lake latencies of a flush (the most recent samples only)."""
+        self.latencies_ms.append(latencies_ms)
+        kept = sum(a.size for a in self.latencies_ms)
+        while (
+            len(self.latencies_ms) > 1
+            and kept - self.latencies_ms[0].size >= self.max_latency_samples
+        ):
+            kept -= self.latencies_ms.pop(0).size
+
     def latency_percentiles(self) -> tuple[float, float]:
-        """Event-to-lake latency (ms): p50, p99 over every flushed event."""
+        """Event-to-lake latency (ms): p50, p99 over the recent flushed events."""
         if not self.latencies_ms:
             return (0.0, 0.0)
         values = np.concatenate(self.latencies_ms)
@@ -91,6 +118,7 @@ class StreamingService:
         tariffs: TariffBook,
         resolver: SchemaResolver,
         hook: Hook | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -106,6 +134,13 @@ class StreamingService:
         self.generation = 0  # bumped on every assignment change
         self.assigned = False
         self.hook = hook  # test seam: called at named points ("flush:before-checkpoint", ...)
+        self.metrics = metrics if metrics is not None else ServiceMetrics()
+        self.metrics.watch_cache(enricher)
+        self.last_tick = time.monotonic()  # liveness: the loop's last turn
+        self.paused_on: str | None = None  # the dependency consumption is paused on
+        self.http: ObservabilityServer | None = None
+        self._lag_at = float("-inf")
+        self._start_offsets: dict[int, int] = {}  # partition -> offset it was assigned at
 
     # --------------------------------------------------------------- group membership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -115,6 +150,7 @@ class StreamingService:
             if resume is not None:
                 tp.offset = resume
             self.buffers[tp.partition] = PartitionBuffer(tp.topic, tp.partition)
+            self._start_offsets[tp.partition] = tp.offset
         consumer.assign(partitions)
         self.assigned = True
         LOG.info("assigned partitions=%s", [(tp.partition, tp.offset) for tp in partitions])
@@ -134,7 +170,70 @@ class StreamingService:
                     )
         consumer.unassign()
         self.assigned = False
+        for tp in partitions:
+            self._start_offsets.pop(tp.partition, None)
+            self.stats.lag.pop(tp.partition, None)
+        self.metrics.forget_partitions(self.settings.topic, [tp.partition for tp in partitions])
         LOG.info("revoked partitions=%s", [tp.partition for tp in partitions])
+
+    # --------------------------------------------------------------- observability
+    def serve_http(
+        self,
+        port: int,
+        *,
+        host: str | None = None,
+        redis_ping: Callable[[], None] | None = None,
+        liveness_s: float = 30.0,
+    ) -> ObservabilityServer:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (default
+        all interfaces) from now until :meth:`run` returns (or :meth:`close_http`).
+        ``redis_ping`` raises :class:`ReferenceStoreError` when Redis is down
+        (:func:`.health.redis_pinger`); without it readiness does not check Redis."""
+        from pipeline.runtime.health import DEFAULT_HOST, ObservabilityServer, Probes
+
+        self.close_http()
+        probes = Probes(self, redis_ping, liveness_s=liveness_s)
+        self.http = ObservabilityServer(self.metrics, probes, port, host or DEFAULT_HOST)
+        return self.http
+
+    def close_http(self) -> None:
+        """Stop serving the HTTP endpoints (idempotent)."""
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+
+    def _maybe_update_lag(self, now: float) -> None:
+        if now - self._lag_at >= LAG_INTERVAL_S:
+            self._lag_at = now
+            self._update_lag()
+
+    def _update_lag(self) -> None:
+        """Consumer lag per owned partition: cached high watermark minus position (the
+        next offset the service will read); before the first message of a partition,
+        minus the offset it was assigned at (or the low watermark). Partitions whose
+        watermark is not known yet are left out."""
+        try:
+            assignment = self.consumer.assignment()
+            if not assignment:
+                return
+            for tp in self.consumer.position(assignment):
+                # documented to return None on timeout, though typed as a tuple
+                marks: tuple[int, int] | None = self.consumer.get_watermark_offsets(tp, cached=True)
+                if marks is None:
+                    continue
+                low, high = marks
+                position = tp.offset
+                if position < 0:
+                    position = self._start_offsets.get(tp.partition, -1)
+                if position < 0:
+                    position = low
+                if high < 0 or position < 0:
+                    continue
+                lag = max(high - position, 0)
+                self.stats.lag[tp.partition] = lag
+                self.metrics.set_lag(tp.topic, tp.partition, lag)
+        except (KafkaException, RuntimeError) as exc:  # metrics must never stop the loop
+            LOG.debug("consumer lag not computed: %s", exc)
 
     # --------------------------------------------------------------- main loop
     def install_signal_handlers(self) -> None:
@@ -155,19 +254,25 @@ class StreamingService:
         last_message = time.monotonic()
         try:
             while not self.stopping.is_set():
+                self.last_tick = time.monotonic()
                 messages = self.consumer.consume(s.batch.poll_max_messages, 0.2)
                 now = time.monotonic()
                 good = [m for m in messages if self._usable(m)]
                 if good:
                     last_message = now
                     self._process(good)
-                self._flush_due(time.monotonic())
+                now = time.monotonic()
+                self._flush_due(now)
+                self._maybe_update_lag(now)
                 idle = time.monotonic() - last_message
                 if s.stop_when_idle is not None and idle >= s.stop_when_idle:
                     LOG.info("idle for %.1f s: stopping", idle)
                     break
         finally:
-            self._shutdown()
+            try:
+                self._shutdown()
+            finally:
+                self.close_http()
         return self.stats
 
     def _usable(self, message: Message) -> bool:
@@ -227,13 +332,24 @@ class StreamingService:
                 now,
             )
         self.stats.consumed += n
-        self.stats.busy_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.stats.busy_seconds += seconds
+        self.metrics.batch_processed(self.settings.topic, n, seconds)
+        if LOG.isEnabledFor(logging.DEBUG):
+            LOG.debug(
+                "batch topic=%s messages=%d rated=%d dead_letters=%d seconds=%.3f",
+                self.settings.topic,
+                n,
+                result.rated.num_rows,
+                dead.num_rows,
+                seconds,
+            )
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:
         """Run ``action``; on an infrastructure error pause consumption and retry with
         backoff until it succeeds or the service is stopped."""
         delay = 0.2
-        paused: list[TopicPartition] = []
+        paused: list[TopicPartition] | None = None
         try:
             while True:
                 try:
@@ -241,17 +357,26 @@ class StreamingService:
                 except InfrastructureError as exc:
                     if self.stopping.is_set():
                         raise
-                    if not paused:
+                    if paused is None:
                         paused = self.consumer.assignment()
-                        self.consumer.pause(paused)
+                        if paused:
+                            self.consumer.pause(paused)
                         kind = "redis" if isinstance(exc, ReferenceStoreError) else what
+                        self.paused_on = kind
+                        self.metrics.paused.set(1)
                         LOG.warning("%s unavailable, pausing consumption: %s", kind, exc)
                     self.consumer.poll(0)  # serve group callbacks while paused
+                    self.last_tick = time.monotonic()  # paused is alive, not stuck
+                    self._maybe_update_lag(self.last_tick)
                     time.sleep(delay)
                     delay = min(delay * 2, 5.0)
         finally:
-            if paused:
-                self.consumer.resume(self.consumer.assignment())
+            if paused is not None:
+                self.paused_on = None
+                self.metrics.paused.set(0)
+                assignment = self.consumer.assignment()
+                if assignment:
+                    self.consumer.resume(assignment)
                 LOG.info("%s back: resuming consumption", what)
 
     # --------------------------------------------------------------- flushing
@@ -281,6 +406,7 @@ class StreamingService:
         stamps: npt.NDArray[np.int64],
     ) -> None:
         topic, p = buffer.topic, buffer.partition
+        started = time.perf_counter()
         self._hook("flush:start", partition=p, first=first, last=last)
         self.dead_letters.send(dead)
         self._hook("flush:dead-letters-acked", partition=p, first=first, last=last)
@@ -293,17 +419,29 @@ class StreamingService:
         except Exception as exc:  # the lake is the source of truth; Kafka's offset is for lag
             LOG.warning("kafka offset commit failed partition=%d: %s", p, exc)
         now_ms = int(time.time() * 1000)
-        self.stats.latencies_ms.append(now_ms - stamps)
+        latencies_ms = now_ms - stamps
+        seconds = time.perf_counter() - started
+        self.stats.record_latencies(latencies_ms)
+        by_reason = self.metrics.flushed(
+            topic,
+            p,
+            last=last,
+            rated=rated.num_rows,
+            dead_reasons=dead.column("reason"),
+            files=len(files),
+            seconds=seconds,
+            event_to_lake_s=latencies_ms / 1000.0,
+        )
         self.stats.rated += rated.num_rows
         self.stats.dead_letters += dead.num_rows
-        for reason in dead.column("reason").to_pylist():
-            self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+        for reason, count in by_reason.items():
+            self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + count
         self.stats.files += len(files)
         self.stats.flushes += 1
         self.stats.last_flush_at = time.monotonic()
         self.stats.durable_offsets[p] = last
         LOG.info(
-            "flushed topic=%s partition=%d offsets=%d-%d rated=%d dead_letters=%d files=%d",
+            "flushed topic=%s partition=%d offsets=%d-%d rated=%d dead_letters=%d files=%d seconds=%.3f",
             topic,
             p,
             first,
@@ -311,6 +449,7 @@ class StreamingService:
             rated.num_rows,
             dead.num_rows,
             len(files),
+            seconds,
         )
 
     def _hook(self, point: str, **info: Any) -> None:
@@ -331,6 +470,7 @@ class StreamingService:
                         )
         finally:
             self.consumer.close()  # leaves the group
+            self.assigned = False
             LOG.info(
                 "stopped consumed=%d rated=%d dead_letters=%d files=%d",
                 self.stats.consumed,
