@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
+
 from pipeline.errors import ConfigError, InfrastructureError, PipelineError
 from pipeline.observability import LOG, console, setup_logging
 from pipeline.refdata.model import ReferenceData
-from pipeline.settings import Settings
+from pipeline.settings import RedisSettings, Settings
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -68,14 +70,21 @@ def _progress() -> Progress:
     )
 
 
+def _redis_settings(url: str | None) -> RedisSettings:
+    """The Redis settings with ``url`` (a flag) over ``CDR_REDIS__URL``: password, TLS
+    files and namespace come from ``CDR_REDIS__*`` or the secrets dir, as for ``run``."""
+    from pipeline.settings import load_settings
+
+    return load_settings(redis={"url": url} if url else {}).redis
+
+
 def load_reference(args: argparse.Namespace) -> ReferenceData:
     """Reference data from ``--refdata DIR`` (in-process) or ``--redis URL``."""
     if getattr(args, "redis", None):
-        import redis
-
         from pipeline.refdata.redis_store import read_reference_from_redis
 
-        return read_reference_from_redis(redis.Redis.from_url(args.redis))
+        store = _redis_settings(args.redis)
+        return read_reference_from_redis(store.client(), namespace=store.namespace)
     from pipeline.refdata.files import load_reference_dir
 
     return load_reference_dir(Path(args.refdata))
@@ -102,7 +111,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_rate(args: argparse.Namespace) -> int:
-    from pipeline.batch import rate_files, total_records
+    from pipeline.batch import rate_files_parallel, total_records
     from pipeline.io.lake import Lake
     from pipeline.tariff_files import load_tariff_dir
 
@@ -120,7 +129,15 @@ def cmd_rate(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - started
             progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} CDR/s" if elapsed else "")
 
-        stats = rate_files(files, lake, ref, tariffs, batch_size=args.batch_size, progress=advance)
+        stats = rate_files_parallel(
+            files,
+            lake,
+            ref,
+            tariffs,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            progress=advance,
+        )
     console.print(
         f"rated {stats.events:,} events in {stats.seconds:.1f} s ({stats.per_second:,.0f} CDR/s): "
         f"{stats.rated:,} rated, {stats.dead_letters:,} dead letters -> {lake.root}"
@@ -150,11 +167,10 @@ def cmd_close_cycle(args: argparse.Namespace) -> int:
 
 
 def cmd_refdata_load(args: argparse.Namespace) -> int:
-    import redis
-
     from pipeline.refdata.redis_store import load_to_redis
 
-    version = load_to_redis(redis.Redis.from_url(args.redis), Path(args.directory))
+    store = _redis_settings(args.redis)
+    version = load_to_redis(store.client(), Path(args.directory), namespace=store.namespace)
     console.print(f"reference data version {version} is now current")
     return 0
 
@@ -260,6 +276,21 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from pipeline.analytics import analyst_mode, run_query
+
+    sql = sys.stdin.read() if args.sql == "-" else args.sql
+    run_query(
+        Path(args.lake),
+        sql,
+        fmt=args.format,
+        analyst=analyst_mode(args.analyst),
+        out=sys.stdout,
+        max_rows=args.max_rows,
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -282,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
             default=str(DEFAULT_REFDATA_DIR),
             help="reference data directory (default: the shipped sample)",
         )
-        src.add_argument("--redis", help="read reference data from Redis instead (redis://...)")
+        src.add_argument(
+            "--redis",
+            help="read reference data from Redis instead (redis:// or rediss://); "
+            "password and TLS files from CDR_REDIS__*",
+        )
         p.add_argument(
             "--tariffs",
             default=str(DEFAULT_TARIFFS_DIR),
@@ -300,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     refdata_opts(p)
     p.add_argument("--output", required=True, help="lake directory")
     p.add_argument("--batch-size", type=int, default=250_000)
+    p.add_argument("--workers", type=int, default=1, help="rate files in N parallel processes")
     p.add_argument("files", nargs="+", help="Avro container files, directories or globs")
     p.set_defaults(func=cmd_rate)
 
@@ -314,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = refdata.add_parser("load", help="validate DIR and load it into Redis atomically")
     p.add_argument("directory")
-    p.add_argument("--redis", required=True)
+    p.add_argument(
+        "--redis",
+        help="Redis URL (redis:// or rediss://; default CDR_REDIS__URL); keep the password "
+        "in CDR_REDIS__PASSWORD or the secrets dir, not on the command line",
+    )
     p.set_defaults(func=cmd_refdata_load)
     p = refdata.add_parser("generate", help="write reference data of real size (benchmarks)")
     p.add_argument("--output", required=True)
@@ -365,6 +405,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", action="append", help="only these reason codes (repeatable)")
     p.set_defaults(func=cmd_dead_letters_replay)
 
+    p = sub.add_parser("query", help="run SQL over the lake with DuckDB (docs/analytics.md)")
+    p.add_argument(
+        "sql",
+        help="DuckDB SQL ('-' reads stdin); views rated_calls (latest revision of each call), "
+        "rated_calls_all_revisions, dead_letters, invoice_lines",
+    )
+    p.add_argument("--lake", required=True, help="lake directory")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument(
+        "--analyst",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CPNI-safe: mask phone numbers, no payloads, no file access "
+        "(default: setting CDR_ANALYST_MODE, else off)",
+    )
+    p.add_argument("--max-rows", type=int, default=100, help="table format: rows shown")
+    p.set_defaults(func=cmd_query)
+
     p = sub.add_parser("demo", help="the whole path on this machine, nothing to install")
     p.add_argument("--workdir", default="demo-lake")
     p.add_argument("--events", type=int, default=200_000)
@@ -381,10 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
+        console.print(f"[red]refused:[/red] {escape(str(exc))}")
         return 2
     except InfrastructureError as exc:
-        console.print(f"[red]unavailable:[/red] {exc}")
+        console.print(f"[red]unavailable:[/red] {escape(str(exc))}")
         return 3
     except PipelineError as exc:
         LOG.error("failed: %s", exc)

@@ -7,38 +7,115 @@ first one that sets a value wins:
 2. environment variables ``CDR_<NAME>``; nested with ``__``, e.g.
    ``CDR_KAFKA__SASL_PASSWORD``, ``CDR_REDIS__URL``,
 3. a settings file (YAML) given with ``--config`` or ``CDR_CONFIG``,
-4. secret files: ``CDR_SECRETS_DIR/<name>`` (e.g. ``kafka__sasl_password``),
+4. secret files in the directory ``CDR_SECRETS_DIR``: one file per setting, named like
+   the variable without ``CDR_`` (case-insensitive), e.g. ``redis__password``,
+   ``kafka__sasl_password``; the content is the value, surrounding whitespace and the
+   final newline stripped. This is the layout of a Kubernetes secret volume or of
+   Docker's ``/run/secrets``. A ``CDR_SECRETS_DIR`` that does not exist is refused.
 5. the defaults below.
 
-Secrets are :class:`~pydantic.SecretStr`: never printed by ``repr``, logs, ``--help``
-or errors. :meth:`KafkaSettings.client_config` is the one place that builds the
-librdkafka dict.
+Security settings. Each can also be a file of ``CDR_SECRETS_DIR`` (second column);
+that is the place for the secrets, marked *:
+
+=======================================  ===================================  =================================
+environment variable                     file in ``CDR_SECRETS_DIR``          meaning
+=======================================  ===================================  =================================
+``CDR_KAFKA__SECURITY_PROTOCOL``         ``kafka__security_protocol``         ``PLAINTEXT`` (default), ``SSL``,
+                                                                              ``SASL_PLAINTEXT``, ``SASL_SSL``
+``CDR_KAFKA__SASL_MECHANISM``            ``kafka__sasl_mechanism``            ``PLAIN``, ``SCRAM-SHA-256``,
+                                                                              ``SCRAM-SHA-512``
+``CDR_KAFKA__SASL_USERNAME``             ``kafka__sasl_username``             SASL user
+``CDR_KAFKA__SASL_PASSWORD`` *           ``kafka__sasl_password``             SASL password
+``CDR_KAFKA__SSL_CA_LOCATION``           ``kafka__ssl_ca_location``           CA bundle: PEM file, directory
+                                                                              or ``probe`` (system CAs)
+``CDR_KAFKA__SSL_CERTIFICATE_LOCATION``  ``kafka__ssl_certificate_location``  client certificate (mTLS)
+``CDR_KAFKA__SSL_KEY_LOCATION``          ``kafka__ssl_key_location``          client key (mTLS)
+``CDR_KAFKA__SSL_KEY_PASSWORD`` *        ``kafka__ssl_key_password``          password of that key
+``CDR_KAFKA__SSL_CHECK_HOSTNAME``        ``kafka__ssl_check_hostname``        verify the broker's name
+                                                                              (default true)
+``CDR_REDIS__URL`` *                     ``redis__url``                       ``redis://``, ``rediss://`` (TLS)
+                                                                              or ``unix://``; may hold
+                                                                              ``user:password@``
+``CDR_REDIS__USERNAME``                  ``redis__username``                  ACL user (Redis 6+)
+``CDR_REDIS__PASSWORD`` *                ``redis__password``                  AUTH password
+``CDR_REDIS__TLS``                       ``redis__tls``                       TLS with a ``redis://`` URL
+``CDR_REDIS__SSL_CA_CERTS``              ``redis__ssl_ca_certs``              CA bundle (PEM)
+``CDR_REDIS__SSL_CERTFILE``              ``redis__ssl_certfile``              client certificate (mTLS)
+``CDR_REDIS__SSL_KEYFILE``               ``redis__ssl_keyfile``               client key (mTLS)
+``CDR_REDIS__SSL_KEY_PASSWORD`` *        ``redis__ssl_key_password``          password of that key
+``CDR_REDIS__SSL_CHECK_HOSTNAME``        ``redis__ssl_check_hostname``        verify the server's name
+                                                                              (default true)
+=======================================  ===================================  =================================
+
+Combinations are checked when the settings are built, so a bad one refuses to start
+with a message naming it (:class:`~pipeline.errors.ConfigError`): a ``SASL_*`` protocol
+needs mechanism, username and password; SASL or TLS settings with a protocol that
+does not use them are refused rather than silently ignored; every certificate or key
+file must exist; a client key needs its certificate. ``SASL_PLAINTEXT`` with ``PLAIN``
+sends the password in clear: use it on trusted networks only.
+
+Secrets are :class:`~pydantic.SecretStr`: never shown by ``repr``, logs, ``--help`` or
+errors (validation errors never carry input values, and a malformed Redis URL is
+reported without its text). A password inside ``CDR_REDIS__URL`` is as secret as
+``CDR_REDIS__PASSWORD``; reserved characters in it (``/ # ? @ :``) must be
+percent-encoded. Prefer the password field or a secret file to a URL on a command
+line, which other users of the machine can read in the process list.
+:meth:`KafkaSettings.client_config` is the one place that builds the librdkafka dict,
+:meth:`RedisSettings.client` the one place the service and the CLI build their Redis
+clients.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
 from pipeline.errors import ConfigError
 
+if TYPE_CHECKING:
+    import redis
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-class KafkaSettings(BaseModel):
-    """Kafka connection: brokers, TLS and SASL."""
+def _existing(path: Path | None, *, directory_ok: bool = False) -> Path | None:
+    """``path`` when it names an existing file (or directory); ``ValueError`` otherwise."""
+    if path is None:
+        return None
+    if path.is_file() or (directory_ok and path.is_dir()):
+        return path
+    raise ValueError(f"{path}: no such file{' or directory' if directory_ok else ''}")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class KafkaSettings(BaseModel):
+    """Kafka connection: brokers, TLS and SASL (see the table in the module docstring).
+
+    Raises ``ValidationError`` (:class:`ConfigError` through :func:`load_settings`) for
+    an inconsistent combination; an instance is always usable by :meth:`client_config`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     brokers: str = "127.0.0.1:9092"
     security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -49,76 +126,290 @@ class KafkaSettings(BaseModel):
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
     session_timeout_ms: int = Field(6000, ge=1000)
     client_id: str = "cdr-pipeline"
 
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        """``sasl_ssl`` -> ``SASL_SSL`` (librdkafka ignores case; the literals do not)."""
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("ssl_ca_location")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and str(value) == "probe":  # librdkafka: search system paths
+            return value
+        return _existing(value, directory_ok=True)
+
+    @field_validator("ssl_certificate_location", "ssl_key_location")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        return _existing(value)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        sasl = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": self.sasl_password,
+        }
+        if self.uses_sasl:
+            missing = [name for name, value in sasl.items() if not value]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {protocol} needs sasl_mechanism (PLAIN, SCRAM-SHA-256 "
+                    f"or SCRAM-SHA-512), sasl_username and sasl_password; missing: "
+                    f"{', '.join(missing)}"
+                )
+        elif given := [name for name, value in sasl.items() if value]:
+            raise ValueError(
+                f"{', '.join(given)} set but security_protocol is {protocol}, which does not "
+                f"authenticate: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        tls = {
+            "ssl_ca_location": self.ssl_ca_location,
+            "ssl_certificate_location": self.ssl_certificate_location,
+            "ssl_key_location": self.ssl_key_location,
+            "ssl_key_password": self.ssl_key_password,
+        }
+        if not self.uses_tls and (given := [name for name, value in tls.items() if value]):
+            raise ValueError(
+                f"{', '.join(given)} set but security_protocol is {protocol}, which does not "
+                f"use TLS: use SSL or SASL_SSL"
+            )
+        if bool(self.ssl_certificate_location) != bool(self.ssl_key_location):
+            raise ValueError(
+                "a client certificate needs both ssl_certificate_location and ssl_key_location"
+            )
+        if self.ssl_key_password and not self.ssl_key_location:
+            raise ValueError("ssl_key_password set without ssl_key_location")
+        return self
+
     def client_config(self) -> dict[str, Any]:
-        """The librdkafka configuration common to producers, consumers and admin."""
+        """The librdkafka configuration common to producers, consumers and admin.
+
+        ``bootstrap.servers``, ``security.protocol`` and ``client.id`` always;
+        ``sasl.mechanism``/``sasl.username``/``sasl.password`` with a ``SASL_*``
+        protocol; ``ssl.*`` (and ``ssl.endpoint.identification.algorithm``: ``https``,
+        or ``none`` when ``ssl_check_hostname`` is false) with ``SSL``/``SASL_SSL``.
+        The dict holds secrets in clear: hand it to the client, never log it.
+        """
         conf: dict[str, Any] = {
             "bootstrap.servers": self.brokers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
         }
-        if self.security_protocol.startswith("SASL"):
+        if self.uses_sasl:
             if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                # unreachable for a validated instance (model_construct skips validation)
                 raise ConfigError(
                     "kafka: SASL needs sasl_mechanism, sasl_username and sasl_password"
                 )
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username
             conf["sasl.password"] = self.sasl_password.get_secret_value()
-        optional = {
-            "ssl.ca.location": self.ssl_ca_location,
-            "ssl.certificate.location": self.ssl_certificate_location,
-            "ssl.key.location": self.ssl_key_location,
-            "ssl.key.password": self.ssl_key_password.get_secret_value()
-            if self.ssl_key_password
-            else None,
-        }
-        conf.update({k: str(v) for k, v in optional.items() if v is not None})
+        if self.uses_tls:
+            optional = {
+                "ssl.ca.location": self.ssl_ca_location,
+                "ssl.certificate.location": self.ssl_certificate_location,
+                "ssl.key.location": self.ssl_key_location,
+                "ssl.key.password": self.ssl_key_password.get_secret_value()
+                if self.ssl_key_password
+                else None,
+            }
+            conf.update({k: str(v) for k, v in optional.items() if v is not None})
+            conf["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_check_hostname else "none"
+            )
         return conf
 
 
-class RedisSettings(BaseModel):
-    """Redis connection: URL (``redis://`` or ``rediss://`` for TLS), AUTH and TLS files."""
+#: Query parameters of a Redis URL whose values are secret (redis-py passes any
+#: unknown parameter, ``password`` included, to the connection).
+_SECRET_QUERY_KEYS = ("password", "ssl_password")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class RedisSettings(BaseModel):
+    """Redis connection: URL (``redis://``, ``rediss://`` for TLS, ``unix://``), AUTH and
+    TLS files (see the table in the module docstring).
+
+    The password may be in ``url`` or in ``password``; given in both, they must agree
+    (same for the username). Raises ``ValidationError`` (:class:`ConfigError` through
+    :func:`load_settings`) for a malformed URL, without echoing it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     username: str | None = None
     password: SecretStr | None = None
+    tls: bool = False
     ssl_ca_certs: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
     socket_timeout_s: float = Field(5.0, gt=0)
     namespace: str = "cdr:ref"
 
-    def client(self) -> Any:
-        """A ``redis.Redis`` client for these settings (no connection is made yet)."""
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: SecretStr) -> SecretStr:
+        # Messages never quote the URL: it may hold the password.
+        raw = value.get_secret_value()
+        if not raw.startswith(("redis://", "rediss://", "unix://")):  # as redis-py checks
+            raise ValueError("the scheme must be redis://, rediss:// (TLS) or unix://")
+        try:
+            parts = urlsplit(raw)
+            port = parts.port
+        except ValueError:
+            raise ValueError(
+                "not a valid URL (percent-encode / # ? @ : inside a password)"
+            ) from None
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("a unix:// URL needs the socket path")
+            return value
+        if not parts.hostname:
+            raise ValueError("no host in the URL")
+        if port == 0:
+            raise ValueError("port 0 in the URL")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError("the database (URL path) must be a number")
+        return value
+
+    @field_validator("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        return _existing(value)
+
+    @property
+    def uses_tls(self) -> bool:
+        """True for a ``rediss://`` URL or ``tls: true``."""
+        return self.tls or self.url.get_secret_value().startswith("rediss://")
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with any password replaced by ``***``: safe to log or print."""
+        parts = urlsplit(self.url.get_secret_value())
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            userinfo = f"{user}:***" if colon else user
+        query = "&".join(
+            f"{k}={'***' if k in _SECRET_QUERY_KEYS else v}"
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        )
+        netloc = f"{userinfo}{at}{hostport}"
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+    def _url_credentials(self) -> tuple[str | None, str | None]:
+        """``(username, password)`` given inside the URL (userinfo or query)."""
+        parts = urlsplit(self.url.get_secret_value())
+        query = dict(parse_qsl(parts.query))
+        username = unquote(parts.username) if parts.username else query.get("username")
+        password = unquote(parts.password) if parts.password else query.get("password")
+        return username or None, password or None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RedisSettings:
+        url_user, url_password = self._url_credentials()
+        if url_user and self.username and url_user != self.username:
+            raise ValueError("username differs from the user in url: give it once")
+        if url_password and self.password and url_password != self.password.get_secret_value():
+            raise ValueError("password differs from the password in url: give it once")
+        if (self.username or url_user) and not (self.password or url_password):
+            raise ValueError("a username (Redis ACL user) needs a password")
+        scheme = urlsplit(self.url.get_secret_value()).scheme
+        if self.tls and scheme == "unix":
+            raise ValueError("tls with a unix:// socket: TLS needs redis:// or rediss://")
+        tls = {
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+            "ssl_key_password": self.ssl_key_password,
+        }
+        if not self.uses_tls and (given := [name for name, value in tls.items() if value]):
+            raise ValueError(
+                f"{', '.join(given)} set but the connection does not use TLS: use a "
+                f"rediss:// URL or tls=true"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile set without ssl_certfile")
+        if self.ssl_key_password and not self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_key_password set without ssl_certfile")
+        return self
+
+    def client(self) -> redis.Redis:
+        """A ``redis.Redis`` client for these settings (no connection is made yet).
+
+        Replies are bytes (``decode_responses`` off), as the reference store needs. A
+        refused AUTH raises ``redis.AuthenticationError`` whose message starts with
+        ``authentication failed`` and names user and server, never the password.
+        """
         import redis
 
         kwargs: dict[str, Any] = {
             "socket_timeout": self.socket_timeout_s,
             "socket_connect_timeout": self.socket_timeout_s,
+            "redis_connect_func": _handshake,
         }
         if self.username:
             kwargs["username"] = self.username
         if self.password:
             kwargs["password"] = self.password.get_secret_value()
         url = self.url.get_secret_value()
-        if url.startswith("rediss://"):
-            kwargs.update(
-                {
-                    k: str(v)
-                    for k, v in {
-                        "ssl_ca_certs": self.ssl_ca_certs,
-                        "ssl_certfile": self.ssl_certfile,
-                        "ssl_keyfile": self.ssl_keyfile,
-                    }.items()
-                    if v is not None
-                }
-            )
-        return redis.Redis.from_url(url, **kwargs)
+        if self.uses_tls:
+            if url.startswith("redis://"):
+                url = "rediss://" + url.removeprefix("redis://")
+            kwargs["ssl_check_hostname"] = self.ssl_check_hostname
+            files = {
+                "ssl_ca_certs": self.ssl_ca_certs,
+                "ssl_certfile": self.ssl_certfile,
+                "ssl_keyfile": self.ssl_keyfile,
+            }
+            kwargs.update({k: str(v) for k, v in files.items() if v is not None})
+            if self.ssl_key_password:
+                kwargs["ssl_password"] = self.ssl_key_password.get_secret_value()
+        try:
+            return redis.Redis.from_url(url, **kwargs)
+        except ValueError as exc:  # a bad query parameter; redis-py does not quote the URL
+            raise ConfigError(f"redis.url: {exc}") from exc
+
+
+def _handshake(connection: Any) -> None:
+    """redis-py connect hook: the usual handshake (AUTH, SELECT...), with a refused AUTH
+    reported as ``authentication failed for Redis user U at HOST:PORT``.
+
+    The server's own answer ("invalid username-password pair") does not say what was
+    attempted; the password is never part of either message.
+    """
+    import redis
+
+    try:
+        connection.on_connect()
+    except redis.AuthenticationError as exc:
+        user = getattr(connection, "username", None) or "default"
+        if hasattr(connection, "host"):
+            where = f"{connection.host}:{connection.port}"
+        else:  # a unix socket
+            where = str(getattr(connection, "path", "?"))
+        raise redis.AuthenticationError(
+            f"authentication failed for Redis user {user!r} at {where}: {exc} "
+            f"(check redis.username and redis.password)"
+        ) from exc
 
 
 class BatchSettings(BaseModel):
@@ -141,6 +432,7 @@ class Settings(BaseSettings):
         frozen=True,
         extra="forbid",
         nested_model_default_partial_update=True,
+        hide_input_in_errors=True,
     )
 
     topic: str = "call-events"
@@ -176,9 +468,19 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         secrets_dir = os.environ.get("CDR_SECRETS_DIR")
         if secrets_dir:
-            from pydantic_settings import SecretsSettingsSource
-
-            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+            if not Path(secrets_dir).is_dir():
+                raise ConfigError(f"CDR_SECRETS_DIR={secrets_dir}: no such directory")
+            # One file per setting, nested with "__" like the variables, no CDR_ prefix:
+            # redis__password, kafka__sasl_password (the plain secrets source of
+            # pydantic-settings would want one JSON file per nested model).
+            sources.append(
+                NestedSecretsSettingsSource(
+                    file_secret_settings,
+                    secrets_dir=secrets_dir,
+                    secrets_prefix="",
+                    secrets_nested_delimiter="__",
+                )
+            )
         return tuple(sources)
 
 
@@ -200,9 +502,12 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors(include_input=False)
         )
+        # ``from None``: the chained ValidationError would print the input values.
         raise ConfigError(f"invalid settings: {problems}") from None
+    except SettingsError as exc:  # unreadable source: bad JSON value, missing secrets dir
+        raise ConfigError(f"invalid settings: {exc}") from None
     finally:
         _CONFIG_FILE.pop("path", None)

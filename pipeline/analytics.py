@@ -1,0 +1,597 @@
+"""SQL over the lake with DuckDB (in-process): ``cdr-pipeline query``.
+
+:func:`open_lake` returns an in-memory DuckDB connection holding four views of a
+lake written by :class:`pipeline.io.lake.Lake`:
+
+==============================  ===============================================================
+``rated_calls``                 the latest revision of each call_id over every billing cycle
+``rated_calls_all_revisions``   every rated record as written (all revisions, all copies)
+``dead_letters``                ``LAKE/dead_letters/*.parquet``
+``invoice_lines``               ``LAKE/invoice_lines/billing_cycle=*/*.parquet``
+==============================  ===============================================================
+
+Columns and types are those of :mod:`pipeline.rating.columns` in schema order, with
+``billing_cycle`` taken from the Hive partition path. A view over a missing or empty
+folder is empty but has the same columns. Money stays ``DECIMAL(18,6)`` (calls) and
+``DECIMAL(18,2)`` (invoice amounts); the session time zone is UTC.
+
+"Latest revision" mirrors :func:`pipeline.rating.cycle.latest_revisions`, applied
+across all cycles: per call_id the highest ``revision``; ties (the same revision
+written twice) go to the highest ``source_partition``, ``source_offset``,
+``source_file``, ``source_index`` (nulls last), then the highest ``billing_cycle``.
+
+**Analyst mode** (CPNI): ``calling_number``, ``called_number`` and
+``original_calling_number`` are masked in every view by :func:`mask_number`, dead
+letters lose ``payload`` (NULL) and runs of 7+ digits in ``detail`` become
+``[number]``. The masked rows are copied into DuckDB's memory first, then file access
+is switched off and the configuration locked, so SQL such as ``read_parquet('...')``,
+``COPY ... TO``, ``ATTACH`` or ``SET enable_external_access = true`` fails. This
+guards the command, not the files: a user who can read the lake's files with another
+tool sees the raw numbers (restrict the files with filesystem permissions).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+from pipeline.io.lake import DEAD, INVOICES, PARTITION, RATED
+from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
+
+LOG = logging.getLogger("cdr_pipeline.analytics")
+
+Format = Literal["table", "csv", "json"]
+FORMATS: tuple[Format, ...] = ("table", "csv", "json")
+
+#: The views every connection from :func:`open_lake` holds.
+VIEWS = ("rated_calls", "rated_calls_all_revisions", "dead_letters", "invoice_lines")
+#: Columns that hold phone numbers (masked in analyst mode).
+NUMBER_COLUMNS = ("calling_number", "called_number", "original_calling_number")
+#: Analyst mode shows at most this many leading digits of a number (country code 1 +
+#: NPA + NXX for NANP) ...
+KEEP_DIGITS = 7
+#: ... and always hides at least this many trailing digits (the line number).
+MIN_MASKED_DIGITS = 4
+
+_NUMBER_LIKE = re.compile(r"\+?[0-9]+")
+_DIGIT = re.compile(r"[0-9]")
+_DETAIL_NUMBER = r"\+?[0-9]{7,}"
+_BATCH_ROWS = 64 * 1024
+
+#: Latest-revision order (see the module docstring).
+_LATEST_ORDER = (
+    "revision DESC, source_partition DESC NULLS LAST, source_offset DESC NULLS LAST, "
+    "source_file DESC NULLS LAST, source_index DESC NULLS LAST, billing_cycle DESC"
+)
+
+
+class AnalyticsSettings(BaseSettings):
+    """Settings of ``cdr-pipeline query``; ``CDR_ANALYST_MODE=true`` turns analyst mode
+    on by default (the ``--analyst`` / ``--no-analyst`` flag wins)."""
+
+    model_config = SettingsConfigDict(env_prefix="CDR_", extra="ignore", frozen=True)
+
+    analyst_mode: bool = False
+
+
+def analyst_mode(flag: bool | None) -> bool:
+    """The effective analyst mode: ``flag`` when given, else :class:`AnalyticsSettings`.
+
+    Raises :class:`ConfigError` if ``CDR_ANALYST_MODE`` is not a boolean.
+    """
+    if flag is not None:
+        return flag
+    try:
+        return AnalyticsSettings().analyst_mode
+    except ValidationError as exc:
+        raise ConfigError("CDR_ANALYST_MODE must be true or false") from exc
+
+
+def mask_number(number: str | None) -> str | None:
+    """The analyst-mode mask of a phone number (the SQL macro ``mask_number`` is the same).
+
+    * ``None`` stays ``None``.
+    * Digits with an optional leading ``+`` (``n`` digits): keep the ``+`` and the first
+      ``min(7, n - 4)`` digits (never fewer than 0), replace every other digit by ``X``.
+      NANP keeps country code + NPA-NXX: ``+12125550100`` -> ``+1212555XXXX``; longer
+      international numbers hide more than 4: ``+525555550100`` -> ``+5255555XXXXX``.
+    * Anything else (a malformed number): every digit becomes ``X``, other characters
+      stay (``+1 (212) 555-0100`` -> ``+X (XXX) XXX-XXXX``).
+    """
+    if number is None:
+        return None
+    if _NUMBER_LIKE.fullmatch(number):
+        plus = "+" if number.startswith("+") else ""
+        digits = number[len(plus) :]
+        keep = max(0, min(KEEP_DIGITS, len(digits) - MIN_MASKED_DIGITS))
+        return plus + digits[:keep] + "X" * (len(digits) - keep)
+    return _DIGIT.sub("X", number)
+
+
+def mask_macro_sql() -> str:
+    """The SQL that defines the macro ``mask_number(n)``: :func:`mask_number` in DuckDB."""
+    plus = "CAST(starts_with(n, '+') AS INTEGER)"
+    keep = f"greatest(0, least({KEEP_DIGITS}, length(n) - {plus} - {MIN_MASKED_DIGITS}))"
+    return (
+        "CREATE OR REPLACE TEMP MACRO mask_number(n) AS CASE "
+        "WHEN n IS NULL THEN NULL "
+        r"WHEN regexp_full_match(n, '\+?[0-9]+') THEN "
+        f"left(n, {plus} + {keep}) || repeat('X', length(n) - {plus} - {keep}) "
+        "ELSE regexp_replace(n, '[0-9]', 'X', 'g') END"
+    )
+
+
+# ------------------------------------------------------------------ building the views
+def _duck_type(dtype: pa.DataType) -> str:
+    """The DuckDB type of a lake column (only the types the lake schemas use)."""
+    if pa.types.is_string(dtype):
+        return "VARCHAR"
+    if pa.types.is_int32(dtype):
+        return "INTEGER"
+    if pa.types.is_int64(dtype):
+        return "BIGINT"
+    if pa.types.is_binary(dtype):
+        return "BLOB"
+    if pa.types.is_decimal(dtype):
+        return f"DECIMAL({dtype.precision}, {dtype.scale})"
+    if pa.types.is_timestamp(dtype) and dtype.tz is not None:
+        return "TIMESTAMPTZ"
+    if pa.types.is_list(dtype):
+        return f"{_duck_type(dtype.value_type)}[]"
+    raise TypeError(f"no DuckDB type for {dtype}")  # a new lake column type: add it here
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _files(directory: Path, pattern: str) -> list[str]:
+    return [str(p) for p in sorted(directory.glob(pattern))] if directory.is_dir() else []
+
+
+def _source(files: list[str], hive: bool) -> str:
+    """A ``read_parquet`` over an explicit file list (no glob: special characters in the
+    lake path stay literal, and hidden ``.tmp`` files are never read)."""
+    options = "union_by_name = true"
+    if hive:
+        options += f", hive_partitioning = true, hive_types = {{{_literal(PARTITION)}: VARCHAR}}"
+    return f"read_parquet([{', '.join(_literal(f) for f in files)}], {options})"
+
+
+def _select(
+    con: duckdb.DuckDBPyConnection,
+    schema: pa.Schema,
+    files: list[str],
+    hive: bool,
+    masks: dict[str, str],
+) -> str:
+    """``SELECT`` of ``schema``'s columns, in order and cast to the schema's types, from
+    ``files`` (columns absent from every file are NULL); ``masks`` maps a column to the
+    SQL expression that replaces it (``{col}`` stands for the column)."""
+    cols = []
+    present: set[str] = set()
+    if files:
+        # paths are quoted by _literal; the rest is our own text
+        described = con.sql(f"DESCRIBE SELECT * FROM {_source(files, hive)}").fetchall()  # noqa: S608
+        present = {str(row[0]) for row in described}
+    for f in schema:
+        expr = _ident(f.name) if f.name in present else "NULL"
+        expr = masks.get(f.name, "{col}").replace("{col}", expr)
+        cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
+    where = f"FROM {_source(files, hive)}" if files else "WHERE false"
+    return f"SELECT {', '.join(cols)} {where}"
+
+
+def _masks(analyst: bool, schema: pa.Schema) -> dict[str, str]:
+    if not analyst:
+        return {}
+    masks = {c: "mask_number({col})" for c in NUMBER_COLUMNS if c in schema.names}
+    if "payload" in schema.names:
+        masks["payload"] = "NULL"
+    if "detail" in schema.names:
+        masks["detail"] = "regexp_replace({col}, " + _literal(_DETAIL_NUMBER) + ", '[number]', 'g')"
+    return masks
+
+
+def _check_lake(root: Path) -> None:
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such lake directory")
+    if not any((root / sub).is_dir() for sub in (RATED, DEAD, INVOICES)):
+        raise ConfigError(f"{root}: not a lake (no {RATED}/, {DEAD}/ or {INVOICES}/ folder)")
+
+
+def open_lake(root: Path, *, analyst: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the :data:`VIEWS` of the lake at ``root``.
+
+    The file list is taken now: files written later are not seen by this connection.
+    Session time zone UTC; Python-variable replacement scans off. In analyst mode the
+    masked data are copied into memory (one pass over the lake) and file access is then
+    disabled and the configuration locked (see the module docstring).
+
+    Raises :class:`ConfigError` if ``root`` is not a lake or cannot be read.
+    """
+    root = Path(root)
+    _check_lake(root)
+    started = time.perf_counter()
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET python_enable_replacements = false")
+        con.execute(mask_macro_sql())
+        kind = "TABLE" if analyst else "VIEW"
+        sources = (
+            (
+                "rated_calls_all_revisions",
+                RATED_SCHEMA,
+                _files(root / RATED, f"{PARTITION}=*/*.parquet"),
+                True,
+            ),
+            ("dead_letters", DEAD_LETTER_SCHEMA, _files(root / DEAD, "*.parquet"), False),
+            (
+                "invoice_lines",
+                INVOICE_LINE_SCHEMA,
+                _files(root / INVOICES, f"{PARTITION}=*/*.parquet"),
+                True,
+            ),
+        )
+        for name, schema, files, hive in sources:
+            select = _select(con, schema, files, hive, _masks(analyst, schema))
+            con.execute(f"CREATE {kind} {name} AS {select}")
+        con.execute(
+            "CREATE VIEW rated_calls AS SELECT * FROM rated_calls_all_revisions "  # noqa: S608
+            f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {_LATEST_ORDER}) = 1"
+        )
+        if analyst:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        con.close()
+        raise ConfigError(f"{root}: cannot read the lake: {_first_line(exc)}") from exc
+    LOG.debug(
+        "lake=%s analyst=%s views ready in %.2f s", root, analyst, time.perf_counter() - started
+    )
+    return con
+
+
+# ------------------------------------------------------------------ running a query
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _query_error(exc: duckdb.Error, analyst: bool) -> ConfigError:
+    if analyst and isinstance(exc, duckdb.PermissionException):
+        return ConfigError(
+            "analyst mode: file access is disabled; query the views "
+            f"{', '.join(VIEWS)} ({_first_line(exc)})"
+        )
+    return ConfigError(f"query failed: {str(exc).strip()}")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """A query's result: its ``schema`` and its record ``batches`` (read once; a DuckDB
+    error while they stream raises :class:`ConfigError`)."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+def _stream(reader: pa.RecordBatchReader, analyst: bool) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from reader
+    except duckdb.Error as exc:
+        raise _query_error(exc, analyst) from exc
+
+
+def execute(con: duckdb.DuckDBPyConnection, sql: str, *, analyst: bool = False) -> QueryResult:
+    """Run ``sql`` (DuckDB dialect; with several statements, the result of the last) on
+    ``con``. A statement without a result gives an empty schema. DuckDB errors, at bind
+    time or later while the batches stream, raise :class:`ConfigError`."""
+    try:
+        rel: duckdb.DuckDBPyRelation | None = con.sql(sql)
+        if rel is None:  # duckdb < 2: a statement without a result
+            return QueryResult(pa.schema([]), iter(()))
+        to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+        reader: pa.RecordBatchReader = to_reader(_BATCH_ROWS)
+    except duckdb.Error as exc:
+        raise _query_error(exc, analyst) from exc
+    return QueryResult(reader.schema, _stream(reader, analyst))
+
+
+# ------------------------------------------------------------------ output
+#: Timestamps: ISO-8601 with the type's fraction digits; aware ones in UTC with ``Z``.
+_ISO_NAIVE = "%Y-%m-%dT%H:%M:%S"
+_ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-compatible Python value (the slow path, for nested and rare types):
+    Decimal as an exact string, times ISO-8601 (aware ones in UTC with ``Z``), bytes
+    base64, non-finite floats as strings."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.strftime(_ISO_NAIVE + ".%f")
+        return value.astimezone(UTC).strftime(_ISO_NAIVE + ".%fZ")
+    if isinstance(value, date | dtime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _vector_text(col: pa.Array) -> pa.Array | None:
+    """Text of a scalar column computed by Arrow (None: the type needs the slow path).
+    Decimal keeps its scale (``0.000000``), timestamps as :data:`_ISO_UTC`."""
+    dtype = col.type
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return col
+    if pa.types.is_timestamp(dtype):
+        if dtype.tz is None:
+            return pc.strftime(col, format=_ISO_NAIVE)
+        return pc.strftime(col.cast(pa.timestamp(dtype.unit, tz="UTC")), format=_ISO_UTC)
+    if (
+        pa.types.is_boolean(dtype)
+        or pa.types.is_integer(dtype)
+        or pa.types.is_decimal(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_date(dtype)
+    ):
+        return pc.cast(col, pa.string())
+    return None
+
+
+def _text_column(col: pa.Array) -> list[str | None]:
+    """A column as text for CSV and table output (NULL stays None; nested values as
+    compact JSON; bytes base64)."""
+    text = _vector_text(col)
+    if text is not None:
+        values: list[str | None] = text.to_pylist()
+        return values
+    out: list[str | None] = []
+    for value in col.to_pylist():
+        plain = _plain(value)
+        if plain is None or isinstance(plain, str):
+            out.append(plain)
+        else:
+            out.append(json.dumps(plain, separators=(",", ":"), ensure_ascii=False))
+    return out
+
+
+def _json_column(col: pa.Array) -> list[Any]:
+    """A column as JSON-ready Python values (see :func:`write_json`)."""
+    dtype = col.type
+    if pa.types.is_decimal(dtype) or pa.types.is_timestamp(dtype) or pa.types.is_date(dtype):
+        text = _vector_text(col)
+        assert text is not None
+        return list(text.to_pylist())
+    values = list(col.to_pylist())
+    if (
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_integer(dtype)
+    ):
+        return values
+    return [_plain(v) for v in values]
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """What a writer wrote: ``rows`` (data rows) and ``truncated`` (the table format
+    stopped at ``max_rows`` and more rows exist)."""
+
+    rows: int
+    truncated: bool = False
+
+
+def _csv_native(dtype: pa.DataType) -> bool:
+    """Types Arrow's CSV writer prints as wanted (Decimal keeps its scale)."""
+    return bool(
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_boolean(dtype)
+        or pa.types.is_integer(dtype)
+        or pa.types.is_decimal(dtype)
+        or pa.types.is_floating(dtype)
+        or pa.types.is_date(dtype)
+    )
+
+
+def _json_list_of_strings(col: pa.Array) -> pa.Array | None:
+    """``["A","B"]`` per row of a list<string> column, vectorized; None when an element
+    is null or needs JSON escaping (then the slow path runs)."""
+    if not (pa.types.is_list(col.type) and pa.types.is_string(col.type.value_type)):
+        return None
+    flat = pc.list_flatten(col)
+    if flat.null_count:
+        return None
+    if len(flat) and pc.any(pc.match_substring_regex(flat, r'["\\\x00-\x1f]')).as_py():
+        return None
+    joined = pc.binary_join_element_wise('["', pc.binary_join(col, '","'), '"]', "")
+    empty = pc.equal(pc.list_value_length(col), 0)
+    return pc.if_else(empty, pa.scalar("[]"), joined)
+
+
+def _csv_column(col: pa.Array) -> pa.Array:
+    """``col`` ready for Arrow's CSV writer: native types as they are, timestamps ISO-8601
+    text, list<string> JSON text, anything else text from the slow path."""
+    if _csv_native(col.type):
+        return col
+    if pa.types.is_timestamp(col.type):
+        text = _vector_text(col)
+        assert text is not None
+        return text
+    listed = _json_list_of_strings(col)
+    if listed is not None:
+        return listed
+    return pa.array(_text_column(col), pa.string())
+
+
+def write_csv(result: QueryResult, out: TextIO) -> QueryOutcome:
+    """RFC 4180 CSV with a header row and ``\\n`` line ends, written by Arrow: text is
+    always quoted, so NULL (an empty field) differs from an empty string (``""``);
+    Decimal exact with its scale (``0.495000``); timestamps ISO-8601 UTC
+    (``2026-11-03T12:00:00.000000Z``); lists as JSON; bytes base64. A statement without
+    a result writes nothing."""
+    if not result.schema.names:
+        return QueryOutcome(0)
+    schema = pa.schema(
+        [pa.field(f.name, f.type if _csv_native(f.type) else pa.string()) for f in result.schema]
+    )
+    sink = io.BytesIO()
+    writer = pacsv.CSVWriter(sink, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    rows = 0
+    for batch in result.batches:
+        columns = [_csv_column(c) for c in batch.columns]
+        writer.write_batch(pa.record_batch(columns, schema=schema))
+        out.write(sink.getvalue().decode("utf-8"))
+        sink.seek(0)
+        sink.truncate()
+        rows += batch.num_rows
+    writer.close()
+    out.write(sink.getvalue().decode("utf-8"))  # the header of an empty result
+    return QueryOutcome(rows)
+
+
+def write_json(result: QueryResult, out: TextIO) -> QueryOutcome:
+    """JSON Lines: one object per row, keys in column order; NULL is ``null``, Decimal an
+    exact string (``"0.495000"``), timestamps ISO-8601 UTC strings, bytes base64,
+    non-finite floats strings (``"inf"``)."""
+    names = result.schema.names
+    rows = 0
+    for batch in result.batches:
+        columns = [_json_column(c) for c in batch.columns]
+        for row in zip(*columns, strict=True):
+            out.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False))
+            out.write("\n")
+        rows += batch.num_rows
+    return QueryOutcome(rows)
+
+
+def write_table(
+    result: QueryResult, out: TextIO, *, max_rows: int, caption: str = ""
+) -> QueryOutcome:
+    """A rich table of the first ``max_rows`` rows (NULL shown as ``NULL``, bytes as their
+    length), then a line with the row count. On a terminal it fits the width; elsewhere it
+    is as wide as its content. A statement without a result writes nothing."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    names, types = result.schema.names, result.schema.types
+    if not names:
+        return QueryOutcome(0)
+    cells: list[list[str]] = []
+    truncated = False
+    for batch in result.batches:
+        room = max_rows - len(cells)
+        if batch.num_rows > room:
+            truncated = True
+            batch = batch.slice(0, room)
+        columns = [
+            [f"<{len(v)} bytes>" if v is not None else None for v in c.to_pylist()]
+            if pa.types.is_binary(c.type) or pa.types.is_large_binary(c.type)
+            else _text_column(c)
+            for c in batch.columns
+        ]
+        cells.extend(
+            [["NULL" if v is None else v for v in row] for row in zip(*columns, strict=True)]
+        )
+        if truncated:
+            break
+    shown = f"{len(cells):,} row{'' if len(cells) == 1 else 's'}"
+    count = f"first {shown} shown, more not shown" if truncated else shown
+    table = Table()
+    for name, dtype in zip(names, types, strict=True):
+        numeric = pa.types.is_integer(dtype) or pa.types.is_decimal(dtype)
+        numeric = numeric or pa.types.is_floating(dtype)
+        table.add_column(Text(name), justify="right" if numeric else "left", overflow="fold")
+    for row_cells in cells:
+        table.add_row(*(Text(c, style="dim" if c == "NULL" else "") for c in row_cells))
+    width = None
+    if not out.isatty():
+        widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+        width = max(80, sum(widths) + 3 * len(names) + 1, len(count + caption))
+    console = Console(file=out, width=width, highlight=False)
+    console.print(table)
+    console.print(Text(count + caption))
+    return QueryOutcome(len(cells), truncated)
+
+
+def write_result(
+    result: QueryResult, fmt: Format, out: TextIO, *, max_rows: int = 100, caption: str = ""
+) -> QueryOutcome:
+    """Write ``result`` in ``fmt`` (see :func:`write_table`, :func:`write_csv`,
+    :func:`write_json`)."""
+    if fmt == "csv":
+        return write_csv(result, out)
+    if fmt == "json":
+        return write_json(result, out)
+    if fmt == "table":
+        return write_table(result, out, max_rows=max_rows, caption=caption)
+    raise ConfigError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def run_query(
+    lake: Path,
+    sql: str,
+    *,
+    fmt: Format = "table",
+    analyst: bool = False,
+    out: TextIO | None = None,
+    max_rows: int = 100,
+) -> QueryOutcome:
+    """``cdr-pipeline query``: open the lake (:func:`open_lake`), run ``sql`` and write the
+    result to ``out`` (default stdout) in ``fmt``. Raises :class:`ConfigError` for a
+    missing lake or a failing query (output already written stays written)."""
+    if not sql.strip():
+        raise ConfigError("empty SQL")
+    if max_rows < 1:
+        raise ConfigError("--max-rows must be at least 1")
+    con = open_lake(lake, analyst=analyst)
+    try:
+        caption = " · analyst mode: numbers masked" if analyst else ""
+        return write_result(
+            execute(con, sql, analyst=analyst),
+            fmt,
+            out if out is not None else sys.stdout,
+            max_rows=max_rows,
+            caption=caption,
+        )
+    finally:
+        con.close()

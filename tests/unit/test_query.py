@@ -1,0 +1,505 @@
+"""``cdr-pipeline query``: DuckDB views over a real lake, output formats, analyst mode.
+
+The lake is written by the real writers (:class:`pipeline.io.lake.Lake`) from events
+rated by the real core, so the views are checked against what the pipeline writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.analytics import (
+    VIEWS,
+    AnalyticsSettings,
+    analyst_mode,
+    mask_macro_sql,
+    mask_number,
+    open_lake,
+    run_query,
+)
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+from pipeline.io.lake import Lake
+from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
+from pipeline.rating.cycle import close_cycle, latest_revisions
+from pipeline.rating.rate import rate_batch
+from tests.unit.events import book, event, table
+from tests.unit.refdata_fixture import tiny_reference
+
+DEC = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)
+FORWARDED = {
+    "direction": "OUTBOUND",
+    "leg": "FORWARDED",
+    "calling_number": "+18005551234",
+    "called_number": "+13125550199",
+    "original_calling_number": "+12125550100",
+}
+#: Every phone number the lake holds, raw: none may show in analyst mode.
+RAW_NUMBERS = (
+    "+19075550100",
+    "+18005551234",
+    "+14165550100",
+    "+18885551234",
+    "+13125550199",
+    "+12125550100",
+    "+525555550100",
+    "2125550100",
+    "12125550100",
+)
+DECODE_DETAIL = "cannot decode: '+12125550100' is not a valid int"
+
+
+def _with_source(events: pa.Table, source_file: str, payload: bool = False) -> pa.Table:
+    """Events as a batch of ``source_file``, record index 0.., raw bytes as payload."""
+    n = events.num_rows
+    events = events.set_column(
+        events.schema.get_field_index("source_file"),
+        "source_file",
+        pa.array([source_file] * n, pa.string()),
+    )
+    events = events.set_column(
+        events.schema.get_field_index("source_index"),
+        "source_index",
+        pa.array(range(n), pa.int64()),
+    )
+    if payload:
+        raw = [
+            f"avro:{row['calling_number']}>{row['called_number']}".encode()
+            for row in events.to_pylist()
+        ]
+        events = events.set_column(
+            events.schema.get_field_index("payload"), "payload", pa.array(raw, pa.binary())
+        )
+    return events
+
+
+def _build_lake(root: Path) -> Lake:
+    ref, tariffs = tiny_reference(), book()
+    lake = Lake(root)
+    first = rate_batch(
+        _with_source(
+            table(
+                event(call_id="c-1"),  # Alaska, 61.2 s -> 0.495000
+                event(call_id="c-2"),
+                event(
+                    call_id="c-3",
+                    calling_number="+14165550100",
+                    called_number="+18885551234",
+                    duration_ms=12_000,
+                ),  # Canada: 0.040000
+                event(call_id="c-4", **FORWARDED),
+                event(call_id="c-5", calling_number="12125550100"),  # malformed: ORIGIN_UNKNOWN
+                event(call_id="c-6", calling_number=None),
+                event(call_id="c-7", calling_number="+525555550100"),
+                event(call_id="c-8", duration_ms=1_000),
+                event(call_id="d-1", account_id="NOPE"),  # UNKNOWN_ACCOUNT
+                event(call_id="d-2", called_number="2125550100"),  # MALFORMED_CALLED_NUMBER
+            ),
+            "first.avro",
+            payload=True,
+        ),
+        ref,
+        tariffs,
+    )
+    corrections = rate_batch(
+        _with_source(
+            table(
+                event(call_id="c-1", revision=1, duration_ms=12_000),  # same cycle, 0.090000
+                event(call_id="c-2", revision=1, start_time=DEC),  # moves to 2026-12
+                event(call_id="c-8", duration_ms=2_000),  # same revision again: later index wins
+                event(call_id="c-8", duration_ms=3_000),
+            ),
+            "second.avro",
+        ),
+        ref,
+        tariffs,
+    )
+    assert first.dead_letters.num_rows == 2
+    assert corrections.dead_letters.num_rows == 0
+    lake.write_rated(first.rated, "first")
+    lake.write_rated(corrections.rated, "second")
+    lake.write_dead_letters(first.dead_letters, "first")
+    decode_error = pa.Table.from_pylist(
+        [{"reason": "DECODE_ERROR", "detail": DECODE_DETAIL, "source_file": "third.avro",
+          "source_index": 0, "payload": b"\x00+12125550100"}],
+        schema=DEAD_LETTER_SCHEMA,
+    )  # fmt: skip
+    lake.write_dead_letters(decode_error, "third")
+    for cycle in lake.cycles():
+        lines = close_cycle(
+            lake.read_rated(cycle), ref, tariffs, cycle, lake.max_revisions_outside(cycle)
+        )
+        lake.write_invoice_lines(lines, cycle)
+    return lake
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    return _build_lake(tmp_path_factory.mktemp("lake"))
+
+
+@pytest.fixture
+def con(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = open_lake(lake.root)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def analyst_con(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = open_lake(lake.root, analyst=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = connection.sql(sql).to_arrow_table().to_pylist()
+    return result
+
+
+def query(lake: Lake, sql: str, fmt: str = "csv", **kw: Any) -> str:
+    out = io.StringIO()
+    run_query(lake.root, sql, fmt=fmt, out=out, **kw)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ views
+def test_views_have_the_lake_columns_types_and_counts(con: duckdb.DuckDBPyConnection) -> None:
+    """Every view exists with the schema's columns in order; money stays DECIMAL."""
+    expected = {
+        "rated_calls": RATED_SCHEMA.names,
+        "rated_calls_all_revisions": RATED_SCHEMA.names,
+        "dead_letters": DEAD_LETTER_SCHEMA.names,
+        "invoice_lines": INVOICE_LINE_SCHEMA.names,
+    }
+    for view, names in expected.items():
+        assert [r[0] for r in con.sql(f"DESCRIBE {view}").fetchall()] == names, view
+    types = dict(con.sql("SELECT column_name, column_type FROM (DESCRIBE rated_calls)").fetchall())
+    assert {types[c] for c in ("rate_per_min", "usage_charge", "surcharge", "total_charge")} == {
+        "DECIMAL(18,6)"
+    }
+    assert types["start_time"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["flags"] == "VARCHAR[]"
+    amounts = dict(
+        con.sql("SELECT column_name, column_type FROM (DESCRIBE invoice_lines)").fetchall()
+    )
+    assert amounts["amount"] == "DECIMAL(18,2)"
+    counts = {v: con.sql(f"SELECT count(*) FROM {v}").fetchall()[0][0] for v in VIEWS}  # noqa: S608
+    assert counts.pop("invoice_lines") > 0
+    assert counts == {
+        "rated_calls": 8,  # c-1 .. c-8
+        "rated_calls_all_revisions": 12,  # 8 + 4 corrections and re-sends
+        "dead_letters": 3,
+    }
+    cycles = con.sql("SELECT DISTINCT billing_cycle FROM invoice_lines ORDER BY 1").fetchall()
+    assert cycles == [("2026-11",), ("2026-12",)]
+
+
+def test_rated_calls_is_the_latest_revision_of_each_call(con: duckdb.DuckDBPyConnection) -> None:
+    """Highest revision across cycles; the same revision twice: highest source wins."""
+    got = {
+        r["call_id"]: r
+        for r in rows(con, "SELECT call_id, revision, billing_cycle, duration_ms, "
+                           "total_charge FROM rated_calls")
+    }  # fmt: skip
+    assert len(got) == 8
+    assert (got["c-1"]["revision"], got["c-1"]["total_charge"]) == (1, D("0.090000"))
+    assert (got["c-2"]["revision"], got["c-2"]["billing_cycle"]) == (1, "2026-12")
+    assert got["c-8"]["duration_ms"] == 3_000  # second.avro index 3 beats index 2 and first.avro
+    every = rows(con, "SELECT call_id FROM rated_calls_all_revisions WHERE call_id = 'c-8'")
+    assert len(every) == 3
+
+
+def test_rated_calls_agrees_with_the_cycle_close(
+    lake: Lake, con: duckdb.DuckDBPyConnection
+) -> None:
+    """Per cycle, the view holds exactly what latest_revisions keeps for invoicing."""
+    keys = ["call_id", "revision", "duration_ms", "source_file", "source_index"]
+    for cycle in lake.cycles():
+        kept = latest_revisions(lake.read_rated(cycle), lake.max_revisions_outside(cycle))
+        expected = sorted(tuple(r[k] for k in keys) for r in kept.select(keys).to_pylist())
+        got = con.sql(
+            f"SELECT {', '.join(keys)} FROM rated_calls WHERE billing_cycle = ? ORDER BY ALL",  # noqa: S608
+            params=[cycle],
+        ).fetchall()
+        assert got == expected, cycle
+
+
+def test_empty_or_missing_folders_give_empty_views_with_the_same_columns(tmp_path: Path) -> None:
+    """A lake with dead letters only: the other views exist, empty, same columns."""
+    (tmp_path / "rated_calls").mkdir()
+    Lake(tmp_path).write_dead_letters(
+        pa.Table.from_pylist([{"reason": "X", "detail": "y"}], schema=DEAD_LETTER_SCHEMA), "only"
+    )
+    for analyst in (False, True):
+        connection = open_lake(tmp_path, analyst=analyst)
+        try:
+            for view, schema in (
+                ("rated_calls", RATED_SCHEMA),
+                ("rated_calls_all_revisions", RATED_SCHEMA),
+                ("invoice_lines", INVOICE_LINE_SCHEMA),
+            ):
+                described = connection.sql(f"DESCRIBE {view}").fetchall()
+                assert [r[0] for r in described] == schema.names
+                assert connection.sql(f"SELECT count(*) FROM {view}").fetchall() == [(0,)]  # noqa: S608
+            assert connection.sql("SELECT count(*) FROM dead_letters").fetchall() == [(1,)]
+            decimals = connection.sql(
+                "SELECT column_type FROM (DESCRIBE rated_calls) WHERE column_name = 'total_charge'"
+            ).fetchall()
+            assert decimals == [("DECIMAL(18,6)",)]
+        finally:
+            connection.close()
+
+
+def test_a_missing_lake_or_bad_sql_is_refused(lake: Lake, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such lake directory"):
+        open_lake(tmp_path / "nope")
+    with pytest.raises(ConfigError, match="not a lake"):
+        open_lake(tmp_path)
+    with pytest.raises(ConfigError, match="syntax error"):
+        query(lake, "SELEC 1")
+    with pytest.raises(ConfigError, match="no_such_view"):
+        query(lake, "SELECT * FROM no_such_view")
+    with pytest.raises(ConfigError, match="Conversion Error"):  # raised while streaming
+        query(lake, "SELECT CAST(call_id AS INTEGER) FROM rated_calls")
+
+
+# ------------------------------------------------------------------ formats
+def test_csv_keeps_money_exact_and_timestamps_utc(lake: Lake) -> None:
+    out = query(
+        lake,
+        "SELECT call_id, start_time, total_charge, flags, original_calling_number "
+        "FROM rated_calls WHERE call_id IN ('c-1', 'c-3') ORDER BY call_id",
+    )
+    assert (
+        out.splitlines()[0]
+        == '"call_id","start_time","total_charge","flags","original_calling_number"'
+    )
+    got = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["call_id"], r["total_charge"]) for r in got] == [
+        ("c-1", "0.090000"),
+        ("c-3", "0.040000"),
+    ]
+    assert got[0]["start_time"] == "2026-11-03T12:00:00.000000Z"
+    assert json.loads(got[0]["flags"]) == ["OFFSHORE"]
+    assert ',"[""OFFSHORE""]",\n' in out  # NULL is an empty field, text is quoted
+
+
+def test_sums_stay_exact_decimals(lake: Lake, con: duckdb.DuckDBPyConnection) -> None:
+    """sum() over DECIMAL stays DECIMAL: the CSV/JSON total equals the exact Decimal sum."""
+    charges = [r["total_charge"] for r in rows(con, "SELECT total_charge FROM rated_calls")]
+    exact = sum(charges, D(0))
+    assert all(isinstance(c, D) for c in charges)
+    sql = "SELECT sum(total_charge) AS total, sum(amount) AS billed FROM rated_calls, " \
+          "(SELECT sum(amount) AS amount FROM invoice_lines)"  # fmt: skip
+    got = next(csv.DictReader(io.StringIO(query(lake, sql))))
+    assert D(got["total"]) == exact
+    assert got["total"] == format(exact, "f")
+    line = json.loads(query(lake, "SELECT sum(total_charge) AS total FROM rated_calls", "json"))
+    assert line == {"total": format(exact, "f")}
+
+
+def test_json_lines_with_decimal_strings_and_iso_utc(lake: Lake) -> None:
+    out = query(
+        lake,
+        "SELECT call_id, revision, start_time, usage_charge, flags, calling_number "
+        "FROM rated_calls WHERE call_id IN ('c-3', 'c-6') ORDER BY call_id",
+        "json",
+    )
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first == {
+        "call_id": "c-3",
+        "revision": 0,
+        "start_time": "2026-11-03T12:00:00.000000Z",
+        "usage_charge": "0.040000",
+        "flags": ["OFFSHORE"],
+        "calling_number": "+14165550100",
+    }
+    assert second["calling_number"] is None
+    payload = json.loads(
+        query(lake, "SELECT payload FROM dead_letters WHERE reason = 'DECODE_ERROR'", "json")
+    )
+    assert payload == {"payload": "ACsxMjEyNTU1MDEwMA=="}  # base64 of the raw bytes
+
+
+def test_table_format(lake: Lake) -> None:
+    out = query(
+        lake,
+        "SELECT call_id, total_charge, jurisdiction FROM rated_calls "
+        "WHERE call_id IN ('c-1', 'c-3') ORDER BY call_id",
+        "table",
+    )
+    assert re.search(r"call_id\s.*total_charge\s.*jurisdiction", out)
+    assert re.search(r"c-1\s.*0\.090000\s.*NULL", out)
+    assert re.search(r"c-3\s.*0\.040000", out)
+    assert "2 rows" in out
+    capped = query(lake, "SELECT call_id FROM rated_calls_all_revisions", "table", max_rows=5)
+    assert "first 5 rows shown, more not shown" in capped
+    assert len(re.findall(r"\b[cd]-\d\b", capped)) == 5
+
+
+# ------------------------------------------------------------------ analyst mode
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+12125550100", "+1212555XXXX"),  # NANP: country code + NPA-NXX
+        ("+525555550100", "+5255555XXXXX"),  # at most 7 digits shown
+        ("+442071234567", "+4420712XXXXX"),
+        ("+88212345", "+8821XXXX"),  # at least 4 digits hidden
+        ("12125550100", "1212555XXXX"),  # digits without +
+        ("+1 (212) 555-0100", "+X (XXX) XXX-XXXX"),  # anything else: every digit hidden
+        ("+123", "+XXX"),
+        ("anonymous", "anonymous"),
+        ("", ""),
+        (None, None),
+    ],
+)
+def test_mask_number(number: str | None, masked: str | None) -> None:
+    assert mask_number(number) == masked
+
+
+_MASK_CON = duckdb.connect()  # holds only the macro, as open_lake defines it
+_MASK_CON.execute(mask_macro_sql())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(alphabet="+0123456789 -()xé", max_size=20)))
+def test_sql_mask_is_the_python_mask(number: str | None) -> None:
+    """The SQL macro used by the views and :func:`mask_number` are the same rule."""
+    got = _MASK_CON.execute("SELECT mask_number(?)", [number]).fetchone()
+    assert got is not None
+    assert got[0] == mask_number(number)
+
+
+def test_analyst_mode_masks_numbers_in_every_view(analyst_con: duckdb.DuckDBPyConnection) -> None:
+    got = {
+        r["call_id"]: r
+        for r in rows(
+            analyst_con,
+            "SELECT call_id, calling_number, called_number, original_calling_number "
+            "FROM rated_calls",
+        )
+    }
+    assert (got["c-1"]["calling_number"], got["c-1"]["called_number"]) == (
+        "+1907555XXXX",
+        "+1800555XXXX",
+    )
+    assert got["c-4"]["original_calling_number"] == "+1212555XXXX"
+    assert got["c-5"]["calling_number"] == "1212555XXXX"
+    assert got["c-6"]["calling_number"] is None
+    assert got["c-7"]["calling_number"] == "+5255555XXXXX"
+    dead = {
+        r["call_id"]: r
+        for r in rows(analyst_con, "SELECT call_id, detail, payload FROM dead_letters")
+    }
+    assert all(r["payload"] is None for r in dead.values())
+    assert dead[None]["detail"] == "cannot decode: '[number]' is not a valid int"
+
+
+def test_no_raw_number_reaches_the_analyst(lake: Lake) -> None:
+    """Whole views as CSV and JSON: no raw number, no run of 8+ digits."""
+    for view in VIEWS:
+        for fmt in ("csv", "json", "table"):
+            out = query(lake, f"SELECT * FROM {view}", fmt, analyst=True, max_rows=1000)  # noqa: S608
+            assert not [n for n in RAW_NUMBERS if n in out], (view, fmt)
+            assert not re.search(r"[0-9]{8,}", out), (view, fmt)
+    # the same output without analyst mode does hold them (the check above has teeth)
+    assert "+12125550100" in query(lake, "SELECT * FROM rated_calls")
+
+
+def test_analyst_sql_cannot_reach_the_files(lake: Lake, tmp_path: Path) -> None:
+    """File access is off and the configuration locked after the views are built."""
+    raw = pa.table({"calling_number": ["+12125550100"]})  # a Python variable: not reachable
+    assert raw.num_rows == 1
+    some_file = next((lake.root / "rated_calls").rglob("*.parquet"))
+    attempts = [
+        f"SELECT calling_number FROM read_parquet('{some_file}')",  # noqa: S608
+        f"SELECT * FROM '{some_file}'",  # noqa: S608
+        f"SELECT * FROM read_parquet('{lake.root}/rated_calls/*/*.parquet', hive_partitioning=true)",  # noqa: S608
+        f"SELECT * FROM read_blob('{some_file}')",  # noqa: S608
+        f"COPY rated_calls TO '{tmp_path / 'out.csv'}'",
+        f"ATTACH '{tmp_path / 'x.duckdb'}'",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+        "SELECT * FROM raw",
+    ]
+    for sql in attempts:
+        with pytest.raises(ConfigError):
+            query(lake, sql, analyst=True)
+    assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(ConfigError, match="analyst mode: file access is disabled"):
+        query(lake, f"SELECT * FROM read_parquet('{some_file}')", analyst=True)  # noqa: S608
+    # without analyst mode the same read works (the attempts above fail for the right reason)
+    assert "+1" in query(lake, f"SELECT calling_number FROM read_parquet('{some_file}')")  # noqa: S608
+
+
+def test_analyst_setting_from_environment_and_the_flag_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CDR_ANALYST_MODE", raising=False)
+    assert AnalyticsSettings().analyst_mode is False
+    assert analyst_mode(None) is False
+    monkeypatch.setenv("CDR_ANALYST_MODE", "true")
+    assert analyst_mode(None) is True
+    assert analyst_mode(False) is False
+    monkeypatch.setenv("CDR_ANALYST_MODE", "maybe")
+    with pytest.raises(ConfigError, match="CDR_ANALYST_MODE"):
+        analyst_mode(None)
+    assert analyst_mode(True) is True
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_query_prints_to_stdout(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:
+    sql = "SELECT call_id, total_charge FROM rated_calls WHERE call_id = 'c-3'"
+    assert main(["query", sql, "--lake", str(lake.root), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"call_id": "c-3", "total_charge": "0.040000"}
+    assert main(["query", sql, "--lake", str(lake.root)]) == 0
+    assert re.search(r"c-3\s.*0\.040000", capsys.readouterr().out)
+
+
+def test_cli_query_analyst_mode_from_environment(
+    lake: Lake, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql = "SELECT calling_number FROM rated_calls WHERE call_id = 'c-1'"
+    monkeypatch.setenv("CDR_ANALYST_MODE", "true")
+    assert main(["query", sql, "--lake", str(lake.root), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == '"+1907555XXXX"'
+    assert main(["query", sql, "--lake", str(lake.root), "--format", "csv", "--no-analyst"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == '"+19075550100"'
+    monkeypatch.delenv("CDR_ANALYST_MODE")
+    monkeypatch.setattr("sys.stdin", io.StringIO(sql))
+    assert main(["query", "-", "--lake", str(lake.root), "--format", "csv", "--analyst"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == '"+1907555XXXX"'
+
+
+def test_cli_query_errors_exit_2(
+    lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["query", "SELEC 1", "--lake", str(lake.root)]) == 2
+    assert "query failed" in capsys.readouterr().err
+    assert main(["query", "SELECT 1", "--lake", str(tmp_path / "missing")]) == 2
+    assert "no such lake directory" in capsys.readouterr().err
+    some_file = next((lake.root / "rated_calls").rglob("*.parquet"))
+    sql = f"SELECT * FROM read_parquet('{some_file}')"  # noqa: S608
+    assert main(["query", sql, "--lake", str(lake.root), "--analyst"]) == 2
+    captured = capsys.readouterr()
+    assert "analyst mode" in captured.err
+    assert captured.out == ""
