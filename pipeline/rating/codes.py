@@ -99,6 +99,7 @@ class Reason(StrEnum):
     MISSING_FIELD = "MISSING_FIELD"  # a required field is null or empty
     INVALID_VALUE = "INVALID_VALUE"  # an enum field holds a value outside its symbols
     NEGATIVE_DURATION = "NEGATIVE_DURATION"  # duration_ms < 0
+    IMPLAUSIBLE_DURATION = "IMPLAUSIBLE_DURATION"  # duration_ms > MAX_DURATION_MS
     MALFORMED_CALLED_NUMBER = "MALFORMED_CALLED_NUMBER"  # called_number not well-formed E.164
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"  # account_id not in accounts.csv
     NO_TARIFF_IN_EFFECT = "NO_TARIFF_IN_EFFECT"  # start_time before the first tariff version
@@ -117,6 +118,10 @@ class LineType(StrEnum):
     CARRIER_MIX_SURCHARGE = "CARRIER_MIX_SURCHARGE"
     MINUTE_CAP_OVERAGE = "MINUTE_CAP_OVERAGE"
 
+
+#: Longest plausible call leg (7 days). Longer durations are switch errors; they are
+#: dead-lettered (R1) and this bound keeps the integer money arithmetic exact.
+MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 
 #: Toll-free NPAs (R3). A NANP fact, not a tariff parameter.
 TOLL_FREE_NPAS: frozenset[int] = frozenset({800, 833, 844, 855, 866, 877, 888})

@@ -15,7 +15,15 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.rating.codes import CATEGORY_NAMES, REGION_CODE, REGIONS, US_REGIONS, Reason, Region
+from pipeline.rating.codes import (
+    CATEGORY_NAMES,
+    MAX_DURATION_MS,
+    REGION_CODE,
+    REGIONS,
+    US_REGIONS,
+    Reason,
+    Region,
+)
 from pipeline.rating.columns import (
     DEAD_LETTER_SCHEMA,
     EVENT_SCHEMA,
@@ -119,7 +127,9 @@ def r1_validate(
         if name == "leg":  # leg defaults to ORIGINAL
             ok = pc.or_(ok, pc.is_null(events.column(name)))
         fail(~_np(ok, False).astype(np.bool_), Reason.INVALID_VALUE)
-    fail(_np(events.column("duration_ms"), 0).astype(np.int64) < 0, Reason.NEGATIVE_DURATION)
+    duration = _np(events.column("duration_ms"), 0).astype(np.int64)
+    fail(duration < 0, Reason.NEGATIVE_DURATION)
+    fail(duration > MAX_DURATION_MS, Reason.IMPLAUSIBLE_DURATION)
     fail(~parse_numbers(events.column("called_number")).well_formed, Reason.MALFORMED_CALLED_NUMBER)
     account = ref.account_index(events.column("account_id"))
     fail(account < 0, Reason.UNKNOWN_ACCOUNT)
@@ -136,6 +146,7 @@ _DETAIL = {
     Reason.MISSING_FIELD: "a required field is null or empty: {fields}",
     Reason.INVALID_VALUE: "an enum field holds an unknown symbol: {fields}",
     Reason.NEGATIVE_DURATION: "duration_ms is negative",
+    Reason.IMPLAUSIBLE_DURATION: "duration_ms is longer than 7 days",
     Reason.MALFORMED_CALLED_NUMBER: "called_number is not a well-formed E.164 number",
     Reason.UNKNOWN_ACCOUNT: "account_id is not in accounts.csv",
     Reason.NO_TARIFF_IN_EFFECT: "no tariff version is in effect at start_time",
@@ -280,7 +291,7 @@ def _rate_valid(
     total = r9_total(usage, surcharge)
 
     blocked = np.zeros(n, dtype=np.bool_)
-    for nums in (calling, called, original):
+    for nums in (calling, called, origin):  # origin: the original caller of a forwarded leg
         blocked |= ref.blocklist.longest(nums.digits, nums.ndigits) >= 0
     flag_masks = {
         "ORIGIN_UNKNOWN": origin_region == _UNKNOWN_REGION,

@@ -463,3 +463,24 @@ def test_revision_defaults_and_passes_through() -> None:
     """Section 1: revision is carried to the rated record (C1 keeps the highest)."""
     assert one(event(revision=2))["revision"] == 2
     assert NOV.tzinfo is UTC
+
+
+def test_r1_implausible_duration_is_dead_lettered() -> None:
+    """R1 (decision): a leg longer than 7 days is a switch error, not a charge; the
+    bound also keeps integer micro-dollar arithmetic exact."""
+    week = 7 * 24 * 3600 * 1000
+    assert one(event(duration_ms=week))["billable_seconds"] == 7 * 24 * 3600
+    result = rate(event(duration_ms=week + 1), event(call_id="max", duration_ms=2**63 - 1))
+    assert result.dead_letters.column("reason").to_pylist() == ["IMPLAUSIBLE_DURATION"] * 2
+
+
+def test_r10_fraud_suspect_on_the_original_caller_of_a_forwarded_leg() -> None:
+    """R10 (decision): the original caller of a FORWARDED leg is its calling party
+    (the origin R6 uses); an OUTBOUND_LD leg ignores original_calling_number."""
+    fwd = {
+        "direction": "OUTBOUND",
+        "called_number": "+13125550199",
+        "original_calling_number": "+18765550100",
+    }
+    assert "FRAUD_SUSPECT" in one(event(**fwd, leg="FORWARDED"))["flags"]
+    assert "FRAUD_SUSPECT" not in one(event(**fwd, leg="ORIGINAL"))["flags"]
