@@ -7,12 +7,12 @@ problem), 3 infrastructure unavailable, 1 anything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -20,9 +20,6 @@ from pipeline.errors import ConfigError, InfrastructureError, PipelineError
 from pipeline.observability import LOG, console, setup_logging
 from pipeline.refdata.model import ReferenceData
 from pipeline.settings import RedisSettings, Settings
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
 
 DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"
 
@@ -45,29 +42,39 @@ def _expand(inputs: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
-def _progress() -> Progress:
+@contextlib.contextmanager
+def _progress(label: str, total: int | None, unit: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr with count, rate (``unit``/s) and ETA; yields ``advance(n)``."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
+        Task,
         TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
 
-    return Progress(
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed:,.0f} {unit}/s" if task.speed else "")
+
+    columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"),
+        Rate(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=console,
-        transient=False,
     )
+    with Progress(*columns, console=console, speed_estimate_period=10) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def _redis_settings(url: str | None) -> RedisSettings:
@@ -95,14 +102,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     started = time.perf_counter()
-    with _progress() as progress:
-        task = progress.add_task("generate", total=args.events, rate="")
-
-        def advance(n: int) -> None:
-            done = progress.tasks[0].completed + n
-            elapsed = time.perf_counter() - started
-            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} ev/s" if elapsed else "")
-
+    with _progress("generate", args.events, "ev") as advance:
         write_generated(
             out, args.events, seed=args.seed, refdata_dir=Path(args.refdata), progress=advance
         )
@@ -120,15 +120,7 @@ def cmd_rate(args: argparse.Namespace) -> int:
     tariffs = load_tariff_dir(Path(args.tariffs))
     lake = Lake(Path(args.output))
     total = total_records(files)
-    started = time.perf_counter()
-    with _progress() as progress:
-        task = progress.add_task("rate", total=total, rate="")
-
-        def advance(n: int) -> None:
-            done = progress.tasks[0].completed + n
-            elapsed = time.perf_counter() - started
-            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} CDR/s" if elapsed else "")
-
+    with _progress("rate", total, "CDR") as advance:
         stats = rate_files_parallel(
             files,
             lake,
@@ -213,15 +205,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     files = _expand(args.files)
-    started = time.perf_counter()
-    with _progress() as progress:
-        task = progress.add_task("produce", total=total_records(files), rate="")
-
-        def advance(n: int) -> None:
-            done = progress.tasks[0].completed + n
-            elapsed = time.perf_counter() - started
-            progress.update(task, advance=n, rate=f"{done / elapsed:,.0f} ev/s" if elapsed else "")
-
+    with _progress("produce", total_records(files), "ev") as advance:
         stats = produce_files(
             files,
             settings.kafka,
