@@ -222,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.streaming import run
 
     settings = _settings(args)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     stats = run(settings)
     p50, p99 = stats.latency_percentiles()
     console.print(

@@ -444,6 +444,8 @@ class Settings(BaseSettings):
     stop_when_idle: float | None = None
     metrics_port: int | None = None
     log_level: str = "INFO"
+    #: ``kv`` (key=value lines) or ``json`` (one JSON object per line).
+    log_format: Literal["kv", "json"] = "kv"
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     batch: BatchSettings = BatchSettings()
