@@ -275,6 +275,20 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.io.lake import Lake
+    from pipeline.report import write_report
+
+    output = Path(args.output or f"report-{args.cycle}.html")
+    started = time.perf_counter()
+    result = write_report(Lake(Path(args.lake)), args.cycle, output, top=args.top)
+    console.print(
+        f"wrote the report of cycle {args.cycle} to {result.path} "
+        f"({result.bytes / 1024:,.0f} KiB, {time.perf_counter() - started:.1f} s)"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -406,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-rows", type=int, default=100, help="table format: rows shown")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("report", help="one cycle as a self-contained HTML page with charts")
+    p.add_argument("--lake", required=True, help="lake directory")
+    p.add_argument("--cycle", required=True, help="YYYY-MM")
+    p.add_argument("--output", help="HTML file to write (default: report-YYYY-MM.html)")
+    p.add_argument("--top", type=int, default=15, help="accounts in the top-accounts chart")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the whole path on this machine, nothing to install")
     p.add_argument("--workdir", default="demo-lake")

@@ -517,8 +517,10 @@ def _chunk(
     ).astype(np.int64)
     switch = rng.integers(0, len(SWITCHES), n_prim).astype(np.int64)
 
-    # forwarded legs: from the first n_fwd inbound DID legs (random, as kind is permuted)
-    did_rows = np.flatnonzero(kind == 1)[:n_fwd]
+    # forwarded legs: from n_fwd inbound DID legs drawn at random over the whole period
+    # (rows are in time order, so taking the first ones would bunch them at the start)
+    all_did = np.flatnonzero(kind == 1)
+    did_rows = np.sort(rng.choice(all_did, size=min(n_fwd, all_did.size), replace=False))
     f_dur = np.maximum(duration[did_rows] - rng.integers(500, 3_000, n_fwd), 0)
     f_disp = disposition[did_rows]
     f_dur = np.where(f_disp == 0, f_dur, 0)
