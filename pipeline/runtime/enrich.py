@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.rating.rate import origin_numbers
 from pipeline.refdata.model import ReferenceData
@@ -74,30 +75,34 @@ class Enricher:
 
     def for_batch(self, events: pa.Table) -> ReferenceData:
         """Reference data holding the LNP entries of ``events``' origin numbers."""
+        origin = origin_numbers(events)
+        tns = np.unique(origin.national[origin.nanp])
+        tns = tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
         for _ in range(3):  # a version switch mid-call: refresh and try again
             snapshot = self.snapshot()
-            origin = origin_numbers(events)
-            tns = np.unique(origin.national[origin.nanp])
-            tn_list: list[int] = tns.tolist()
             cache = self._cache
-            known = {t: cache[t] for t in tn_list if t in cache}
-            missing = [t for t in tn_list if t not in known]
-            self.hits += len(known)
-            self.misses += len(missing)
-            if missing:
-                version, ocns = self._reader.lookup_lnp(np.asarray(missing, dtype=np.int64))
+            known = np.fromiter((t in cache for t in tns.tolist()), np.bool_, tns.size)
+            missing = tns[~known]
+            self.hits += int(known.sum())
+            self.misses += int(missing.size)
+            if missing.size:
+                version, ocns = self._reader.lookup_lnp_array(missing)
                 if version != snapshot.version:
                     self._refresh()
                     continue
-                if len(cache) + len(missing) > self._max_cached:
+                if len(cache) + missing.size > self._max_cached:
                     cache.clear()
-                resolved = dict(zip(missing, ocns, strict=True))
-                cache.update(resolved)
-                known.update(resolved)
-            ported = [(t, o) for t, o in known.items() if o]
+                cache.update(zip(missing.tolist(), ocns.to_pylist(), strict=True))
+            else:
+                ocns = pa.array([], pa.string())
+            hit_tns = tns[known]
+            hit_ocns = [cache.get(t) for t in hit_tns.tolist()]
+            all_tns = np.concatenate([missing, hit_tns])
+            all_ocns = pa.concat_arrays([ocns, pa.array(hit_ocns, pa.string())])
+            ported = pc.is_valid(all_ocns)
             return snapshot.with_lnp(
-                np.asarray([t for t, _ in ported], dtype=np.int64),
-                pa.array([o for _, o in ported], type=pa.string()),
+                all_tns[np.asarray(ported.to_numpy(zero_copy_only=False), dtype=np.bool_)],
+                all_ocns.filter(ported),
             )
         raise RuntimeError("reference data version kept changing during one batch")
 

@@ -314,3 +314,21 @@ def test_redis_down_is_a_reference_store_error() -> None:
         with pytest.raises(ReferenceStoreError):
             load_to_redis(client, SAMPLE_REFDATA_DIR)
         client.close()
+
+
+def test_packed_lookup_agrees_with_per_number_lookup(
+    redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """R-CARRIER from Redis: the packed, chunked lookup answers exactly like the
+    per-number one (ported, not ported), from one version."""
+    generate_reference_dir(tmp_path / "ref", npanxx_rows=2_000, lnp_rows=5_000, seed=3)
+    version = load_to_redis(redis_client, tmp_path / "ref")
+    reader = RedisReferenceReader(redis_client)
+    lines = (tmp_path / "ref" / "lnp.csv").read_text().splitlines()[1:400:3]
+    ported = np.asarray([int(line.split(",")[0]) for line in lines], dtype=np.int64)
+    tns = np.unique(np.concatenate([ported, ported + 1, np.asarray([2125550100, 9999999999])]))
+    v1, one_by_one = reader.lookup_lnp(tns)
+    v2, packed = reader.lookup_lnp_array(tns, chunk=50)
+    assert v1 == v2 == version
+    assert packed.to_pylist() == one_by_one
+    assert sum(o is not None for o in one_by_one) >= ported.size
