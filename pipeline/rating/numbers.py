@@ -41,6 +41,10 @@ class Numbers:
     nanp: BOOL  # well-formed +1 number
     national: I64  # the 10 NANP digits, -1 otherwise
 
+    def select(self, mask: BOOL) -> Numbers:
+        """The numbers of the rows where ``mask`` is true."""
+        return Numbers(*(getattr(self, f)[mask] for f in Numbers.__dataclass_fields__))
+
     @property
     def npa(self) -> I64:
         return np.where(self.nanp, self.national // 10**7, 0)

@@ -104,10 +104,11 @@ def _take(names: pa.Array, codes: npt.NDArray[np.integer]) -> pa.Array:
 
 
 def r1_validate(
-    events: pa.Table, ref: ReferenceData, tariffs: CompiledTariffs
+    events: pa.Table, ref: ReferenceData, tariffs: CompiledTariffs, called: Numbers
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """R1: reason code per row (-1 = valid, else an index into :data:`REASONS`),
-    the account index and the tariff combo of each row (-1 where unknown)."""
+    the account index and the tariff combo of each row (-1 where unknown).
+    ``called`` is the parsed called_number column."""
     n = events.num_rows
     reason = np.full(n, -1, dtype=np.int8)
 
@@ -130,7 +131,7 @@ def r1_validate(
     duration = _np(events.column("duration_ms"), 0).astype(np.int64)
     fail(duration < 0, Reason.NEGATIVE_DURATION)
     fail(duration > MAX_DURATION_MS, Reason.IMPLAUSIBLE_DURATION)
-    fail(~parse_numbers(events.column("called_number")).well_formed, Reason.MALFORMED_CALLED_NUMBER)
+    fail(~called.well_formed, Reason.MALFORMED_CALLED_NUMBER)
     account = ref.account_index(events.column("account_id"))
     fail(account < 0, Reason.UNKNOWN_ACCOUNT)
     tariff_idx = np.where(account >= 0, tariffs.account_tariffs(ref)[np.maximum(account, 0)], -1)
@@ -194,14 +195,15 @@ def rate_batch(events: pa.Table, ref: ReferenceData, tariffs: TariffBook) -> Rat
     """
     events = conform(events)
     book = compiled(tariffs)
-    reason, account, combo = r1_validate(events, ref, book)
+    called = parse_numbers(events.column("called_number"))
+    reason, account, combo = r1_validate(events, ref, book, called)
     ok = reason < 0
     if ok.all():
         good, dead = events, DEAD_LETTER_SCHEMA.empty_table()
     else:
         good = events.filter(pa.array(ok))
         dead = _dead_letters(events.filter(pa.array(~ok)), reason[~ok])
-    rated = _rate_valid(good, ref, book, account[ok], combo[ok])
+    rated = _rate_valid(good, ref, book, account[ok], combo[ok], called.select(ok))
     return RatingResult(rated=rated, dead_letters=dead)
 
 
@@ -229,6 +231,7 @@ def _rate_valid(
     book: CompiledTariffs,
     account: npt.NDArray[np.intp],
     combo: npt.NDArray[np.intp],
+    called: Numbers,
 ) -> pa.Table:
     n = ev.num_rows
     inbound = _np(pc.equal(ev.column("direction"), "INBOUND"), False).astype(np.bool_)
@@ -236,7 +239,6 @@ def _rate_valid(
     answered = _np(pc.equal(ev.column("disposition"), "ANSWERED"), False).astype(np.bool_)
     duration = _np(ev.column("duration_ms"), 0).astype(np.int64)
 
-    called = parse_numbers(ev.column("called_number"))
     calling = parse_numbers(ev.column("calling_number"))
     original = parse_numbers(ev.column("original_calling_number"))
     origin = _origin(inbound, forwarded, calling, original)

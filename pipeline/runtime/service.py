@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.errors import InfrastructureError, ReferenceStoreError
@@ -44,6 +43,7 @@ from pipeline.io.dead_letter_topic import DeadLetterProducer
 from pipeline.io.lake import Lake
 from pipeline.io.wire import KafkaSources, SchemaResolver, decode_batch
 from pipeline.metrics import ServiceMetrics
+from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.rate import rate_batch
 from pipeline.rating.tariffs import TariffBook
@@ -103,6 +103,26 @@ class RunStats:
 
 
 Hook = Callable[[str, dict[str, Any]], None]
+
+
+_EMPTY_RATED = RATED_SCHEMA.empty_table()
+_EMPTY_DEAD = DEAD_LETTER_SCHEMA.empty_table()
+
+
+def _split_by_partition(table: pa.Table) -> dict[int, pa.Table]:
+    """Rows of ``table`` per ``source_partition``, with one sort instead of one
+    filter per partition (order within a partition is kept)."""
+    if table.num_rows == 0:
+        return {}
+    parts = np.asarray(table.column("source_partition").to_numpy(zero_copy_only=False))
+    order = np.argsort(parts, kind="stable")
+    ordered = table.take(pa.array(order))
+    bounds = np.flatnonzero(np.diff(parts[order])) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    return {
+        int(parts[order[a]]): ordered.slice(a, b - a) for a, b in zip(starts, ends, strict=True)
+    }
 
 
 class StreamingService:
@@ -316,19 +336,21 @@ class StreamingService:
         result = rate_batch(events, ref, self.tariffs)
         dead = pa.concat_tables([decode_dead, result.dead_letters])
         now = time.monotonic()
-        for p in np.unique(partitions).tolist():
+        rated_parts = _split_by_partition(result.rated)
+        dead_parts = _split_by_partition(dead)
+        order = np.argsort(partitions, kind="stable")
+        bounds = np.flatnonzero(np.diff(partitions[order])) + 1
+        for rows in np.split(order, bounds):
+            p = int(partitions[rows[0]])
             buffer = self.buffers.get(p)
             if buffer is None:  # not ours any more
                 continue
-            mine = partitions == p
-            rated_p = result.rated.filter(pc.equal(result.rated.column("source_partition"), p))
-            dead_p = dead.filter(pc.equal(dead.column("source_partition"), p))
             buffer.add(
-                rated_p,
-                dead_p,
-                int(offsets[mine].min()),
-                int(offsets[mine].max()),
-                stamps[mine],
+                rated_parts.get(p, _EMPTY_RATED),
+                dead_parts.get(p, _EMPTY_DEAD),
+                int(offsets[rows].min()),
+                int(offsets[rows].max()),
+                stamps[rows],
                 now,
             )
         self.stats.consumed += n
