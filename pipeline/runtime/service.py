@@ -2,13 +2,14 @@
 
 Per poll: decode the batch columnar (:mod:`pipeline.io.wire`), enrich it from Redis
 (:mod:`pipeline.runtime.enrich`), rate it with the pure core, and append the results
-to per-partition buffers. A due buffer is *flushed*, in this order:
+to per-partition buffers. A due buffer is *flushed* by one writer thread (in
+submission order, overlapping the next batch's rating), in this order:
 
 1. its dead letters are produced and acknowledged by Kafka;
 2. its rated records are written as Parquet parts named by topic, partition and
    offset range (temporary name, fsync, rename);
 3. the lake checkpoint records the range's last offset (:mod:`.checkpoint`);
-4. the Kafka offset ``last + 1`` is committed.
+4. back on the main thread, the Kafka offset ``last + 1`` is committed.
 
 On assignment a partition resumes after the last offset the lake holds; on
 revocation its buffer is flushed first. Infrastructure failures (Redis, Kafka, the
@@ -28,7 +29,9 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -105,6 +108,13 @@ class RunStats:
 Hook = Callable[[str, dict[str, Any]], None]
 
 
+#: Writes that may wait for the writer thread before consumption pauses.
+MAX_INFLIGHT = 2
+#: How long a revocation waits for pending writes before abandoning their retries.
+REVOKE_DRAIN_S = 30.0
+#: How long a clean stop waits for pending writes (e.g. during an outage).
+SHUTDOWN_DRAIN_S = 60.0
+
 _EMPTY_RATED = RATED_SCHEMA.empty_table()
 _EMPTY_DEAD = DEAD_LETTER_SCHEMA.empty_table()
 
@@ -156,11 +166,29 @@ class StreamingService:
         self.hook = hook  # test seam: called at named points ("flush:before-checkpoint", ...)
         self.metrics = metrics if metrics is not None else ServiceMetrics()
         self.metrics.watch_cache(enricher)
-        self.last_tick = time.monotonic()  # liveness: the loop's last turn
+        self._loop_tick = time.monotonic()  # liveness: the loop's last turn
         self.paused_on: str | None = None  # the dependency consumption is paused on
+        # Flushes run on one writer thread, in submission order (so a partition's
+        # checkpoints advance in order); at most MAX_INFLIGHT wait, then consumption
+        # pauses (backpressure). Kafka commits stay on this thread.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
+        self._inflight: deque[Future[tuple[str, int, int] | None]] = deque()
+        self._abort = threading.Event()
+        self._writer_busy_since: float | None = None
         self.http: ObservabilityServer | None = None
         self._lag_at = float("-inf")
         self._start_offsets: dict[int, int] = {}  # partition -> offset it was assigned at
+
+    @property
+    def last_tick(self) -> float:
+        """Liveness: the main loop's last turn, or the start of a write attempt still
+        running (a hung write is a stall; a write retrying after an outage is not)."""
+        busy = self._writer_busy_since
+        return self._loop_tick if busy is None else min(self._loop_tick, busy)
+
+    @last_tick.setter
+    def last_tick(self, value: float) -> None:
+        self._loop_tick = value
 
     # --------------------------------------------------------------- group membership
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -180,14 +208,10 @@ class StreamingService:
         for tp in partitions:
             buffer = self.buffers.pop(tp.partition, None)
             if buffer is not None and not buffer.empty:
-                try:
-                    self._flush(buffer)
-                except InfrastructureError as exc:  # the next owner rates the range again
-                    LOG.warning(
-                        "revoked partition=%d not flushed (%s); next owner resumes",
-                        tp.partition,
-                        exc,
-                    )
+                self._submit(buffer)
+        # The next owner must find every range we wrote checkpointed, and no write of
+        # ours may land after it starts: wait for the writer (abandoning retries).
+        self._drain(REVOKE_DRAIN_S)
         consumer.unassign()
         self.assigned = False
         for tp in partitions:
@@ -405,29 +429,123 @@ class StreamingService:
     def _flush_due(self, now: float) -> None:
         for buffer in list(self.buffers.values()):
             if buffer.due(self.settings.batch, now):
-                self._retry(lambda b=buffer: self._flush(b), "lake or kafka")  # type: ignore[misc]
+                self._submit(buffer)
+        self._reap()
+        if len(self._inflight) > MAX_INFLIGHT:
+            self._backpressure()
 
-    def _flush(self, buffer: PartitionBuffer) -> None:
+    def _submit(self, buffer: PartitionBuffer) -> None:
+        """Hand the buffer's range to the writer thread."""
         rated, dead, first, last, stamps = buffer.take()
-        try:
-            self._write(buffer, rated, dead, first, last, stamps)
-        except InfrastructureError:
-            # put it back untouched so a retry writes the same range
-            buffer.add(
-                rated, dead, first, last, stamps, time.monotonic() - self.settings.batch.max_age_s
+        self._inflight.append(
+            self._writer.submit(
+                self._write_durably,
+                buffer.topic,
+                buffer.partition,
+                rated,
+                dead,
+                first,
+                last,
+                stamps,
             )
-            raise
+        )
+
+    def _write_durably(
+        self,
+        topic: str,
+        partition: int,
+        rated: pa.Table,
+        dead: pa.Table,
+        first: int,
+        last: int,
+        stamps: npt.NDArray[np.int64],
+    ) -> tuple[str, int, int] | None:
+        """Writer thread: :meth:`_write` until it succeeds, retrying infrastructure
+        errors with backoff; ``None`` if abandoned (revocation or shutdown), in which
+        case nothing of the range is checkpointed and its next owner re-reads it."""
+        delay, warned = 0.2, False
+        while not self._abort.is_set():
+            self._writer_busy_since = time.monotonic()
+            try:
+                self._write(topic, partition, rated, dead, first, last, stamps)
+            except InfrastructureError as exc:
+                if not warned:
+                    LOG.warning(
+                        "lake or kafka unavailable, retrying partition=%d: %s", partition, exc
+                    )
+                    warned = True
+                    self.paused_on = "lake or kafka"
+                    self.metrics.paused.set(1)
+            else:
+                if warned:
+                    self.paused_on = None
+                    self.metrics.paused.set(0)
+                    LOG.info("lake and kafka back: partition=%d written", partition)
+                return (topic, partition, last)
+            finally:
+                self._writer_busy_since = None
+            self._abort.wait(delay)
+            delay = min(delay * 2, 5.0)
+        return None
+
+    def _reap(self) -> None:
+        """Main thread: collect finished writes in order and commit their offsets to
+        Kafka (for lag; the lake checkpoint is the source of truth). A write that
+        failed with a bug re-raises here."""
+        while self._inflight and self._inflight[0].done():
+            done = self._inflight.popleft().result()
+            if done is None:
+                continue
+            topic, partition, last = done
+            try:
+                self.consumer.commit(
+                    offsets=[TopicPartition(topic, partition, last + 1)], asynchronous=True
+                )
+            except KafkaException as exc:
+                LOG.warning("kafka offset commit failed partition=%d: %s", partition, exc)
+
+    def _backpressure(self) -> None:
+        """Too many writes waiting: pause consumption (serving group callbacks) until
+        the writer catches up."""
+        paused = self.consumer.assignment()
+        if paused:
+            self.consumer.pause(paused)
+        try:
+            while len(self._inflight) > MAX_INFLIGHT and not self.stopping.is_set():
+                wait([self._inflight[0]], timeout=0.2)
+                self._reap()
+                self.consumer.poll(0)  # paused: no message, only callbacks
+                self.last_tick = time.monotonic()
+        finally:
+            assignment = self.consumer.assignment()
+            if assignment:
+                self.consumer.resume(assignment)
+
+    def _drain(self, timeout: float) -> None:
+        """Wait for every submitted write; past ``timeout`` abandon the retrying ones
+        (and wait for the attempt in progress) so no write lands afterwards."""
+        if self._inflight:
+            _, pending = wait(list(self._inflight), timeout=timeout)
+            if pending:
+                LOG.warning(
+                    "abandoning %d write(s) still retrying; their ranges will be re-read",
+                    len(pending),
+                )
+                self._abort.set()
+                wait(list(self._inflight))
+                self._abort.clear()
+        self._reap()
 
     def _write(
         self,
-        buffer: PartitionBuffer,
+        topic: str,
+        p: int,
         rated: pa.Table,
         dead: pa.Table,
         first: int,
         last: int,
         stamps: npt.NDArray[np.int64],
     ) -> None:
-        topic, p = buffer.topic, buffer.partition
         started = time.perf_counter()
         self._hook("flush:start", partition=p, first=first, last=last)
         self.dead_letters.send(dead)
@@ -436,10 +554,6 @@ class StreamingService:
         self._hook("flush:files-written", partition=p, first=first, last=last)
         self.checkpoints.commit(topic, p, last)
         self._hook("flush:checkpointed", partition=p, first=first, last=last)
-        try:
-            self.consumer.commit(offsets=[TopicPartition(topic, p, last + 1)], asynchronous=False)
-        except Exception as exc:  # the lake is the source of truth; Kafka's offset is for lag
-            LOG.warning("kafka offset commit failed partition=%d: %s", p, exc)
         now_ms = int(time.time() * 1000)
         latencies_ms = now_ms - stamps
         seconds = time.perf_counter() - started
@@ -482,16 +596,11 @@ class StreamingService:
         try:
             for buffer in list(self.buffers.values()):
                 if not buffer.empty:
-                    try:
-                        self._flush(buffer)
-                    except InfrastructureError as exc:
-                        LOG.warning(
-                            "partition=%d not flushed at shutdown (%s); it will be re-read",
-                            buffer.partition,
-                            exc,
-                        )
+                    self._submit(buffer)
+            self._drain(SHUTDOWN_DRAIN_S)
         finally:
-            self.consumer.close()  # leaves the group
+            self._writer.shutdown(wait=True)
+            self.consumer.close()  # leaves the group (revocation drains nothing more)
             self.assigned = False
             LOG.info(
                 "stopped consumed=%d rated=%d dead_letters=%d files=%d",
