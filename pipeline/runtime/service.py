@@ -125,6 +125,12 @@ def _split_by_partition(table: pa.Table) -> dict[int, pa.Table]:
     if table.num_rows == 0:
         return {}
     parts = np.asarray(table.column("source_partition").to_numpy(zero_copy_only=False))
+    change = np.flatnonzero(np.diff(parts)) + 1
+    run_parts = parts[np.concatenate([[0], change])]
+    if np.unique(run_parts).size == run_parts.size:  # each partition in one run: slice, no copy
+        starts = np.concatenate([[0], change])
+        ends = np.concatenate([change, [parts.size]])
+        return {int(parts[a]): table.slice(a, b - a) for a, b in zip(starts, ends, strict=True)}
     order = np.argsort(parts, kind="stable")
     ordered = table.take(pa.array(order))
     bounds = np.flatnonzero(np.diff(parts[order])) + 1
