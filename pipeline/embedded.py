@@ -150,12 +150,12 @@ def embedded_redis(
         if password:
             argv += ["--requirepass", password]
         argv += extra_args or []
-        handle = _spawn(argv, Path(tmp))
+        server = EmbeddedRedis(port, _spawn(argv, Path(tmp)), password)
         try:
-            wait_for_port(port, proc=handle.proc)
-            yield EmbeddedRedis(port, handle, password)
+            wait_for_port(port, proc=server.handle.proc)
+            yield server
         finally:
-            handle.stop()
+            server.stop()  # the current process, also after restart()
 
 
 @dataclass
