@@ -337,7 +337,10 @@ def service_child(config: dict[str, Any], out: Any) -> None:
         (service.lake, "write_rated", "write_parquet"),
         (service.dead_letters, "send", "dead_letters"),
         (service.checkpoints, "commit", "checkpoint"),
-        (service, "_process", "process_total"),
+        (service, "_stage", "stage"),  # poll fields, hand-off to the prepare thread
+        (service, "_prepared", "wait_prepare"),  # main thread waiting for the prepare thread
+        (service, "_complete", "complete_total"),
+        (service, "_prepare", "prepare_total"),  # on the prepare thread
         (service, "_flush", "flush_total"),  # synchronous flush (before the writer thread)
         (service, "_flush_due", "flush_due"),  # submit to the writer, reap, commit
         (service, "_backpressure", "backpressure"),  # waiting for the writer
@@ -595,18 +598,24 @@ def setup(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
 
 def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
     """Stage rows of a service child's timings: the consumer (main) thread's stages add
-    up to the span; the writer thread's (when the service has one) run concurrently."""
+    up to the span; the prepare thread's and the writer thread's run concurrently."""
     stages = r["stage_seconds"]
     consumed = r["consumed"]
     writer_thread = "write_total" in stages
     flush_parts = ("write_parquet", "dead_letters", "checkpoint")
     main: dict[str, float] = {
         "consume (poll, in span)": r["consume_seconds_in_span"],
-        "decode (decode_batch)": stages.get("decode", 0.0),
-        "enrich (Enricher.for_batch)": stages.get("enrich", 0.0),
+        "poll fields, hand-off": stages.get("stage", 0.0),
+        "wait for the prepare thread": stages.get("wait_prepare", 0.0),
         "rate (rate_batch)": stages.get("rate", 0.0),
-        "extract fields, split, buffers": stages.get("process_total", 0.0)
-        - sum(stages.get(k, 0.0) for k in ("decode", "enrich", "rate")),
+        "split, buffers": stages.get("complete_total", 0.0)
+        - sum(stages.get(k, 0.0) for k in ("wait_prepare", "rate")),
+    }
+    prepare = {
+        "prepare: decode (decode_batch)": stages.get("decode", 0.0),
+        "prepare: enrich (Enricher.for_batch)": stages.get("enrich", 0.0),
+        "prepare: other": stages.get("prepare_total", 0.0)
+        - sum(stages.get(k, 0.0) for k in ("decode", "enrich")),
     }
     writer: dict[str, float] = {}
     if writer_thread:
@@ -638,9 +647,11 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
             "seconds": secs,
             "us_per_event": secs / consumed * 1e6 if consumed else 0.0,
             "share": secs / span if span else 0.0,
-            "thread": "writer" if name.startswith("writer:") else "consumer",
+            "thread": next(
+                (t for t in ("writer", "prepare") if name.startswith(t + ":")), "consumer"
+            ),
         }
-        for name, secs in {**main, **writer}.items()
+        for name, secs in {**main, **prepare, **writer}.items()
     }
 
 

@@ -24,7 +24,8 @@ def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
         "heartbeat.interval.ms": max(500, kafka.session_timeout_ms // 3),
         "max.poll.interval.ms": 300_000,
         "fetch.wait.max.ms": 100,
-        "queued.max.messages.kbytes": 262_144,
+        "queued.min.messages": kafka.prefetch_messages,
+        "queued.max.messages.kbytes": kafka.prefetch_max_kbytes,
         **extra,
     }
     return Consumer(conf)

@@ -256,9 +256,25 @@ class ReferenceData:
 
         ``ocns`` are OCN strings; an OCN unknown to this snapshot raises ``ValueError``.
         """
+        return self.with_lnp_codes(tns, _codes_for(ocns, list(self.ocns), "lnp"))
+
+    def ocn_codes(self, ocns: pa.Array) -> I32:
+        """Index in :attr:`ocns` of each OCN string, -1 where null; ``ValueError`` names
+        an OCN this snapshot does not know."""
+        vocab = self.__dict__.get("_ocn_vocab")
+        if vocab is None:
+            vocab = pa.array(self.ocns, type=pa.string())
+            object.__setattr__(self, "_ocn_vocab", vocab)
+        idx = pc.index_in(ocns, value_set=vocab)
+        unknown = pc.and_(pc.is_null(idx), pc.is_valid(ocns))
+        if pc.any(unknown).as_py():
+            raise ValueError(f"lnp: ocn {pc.filter(ocns, unknown)[0].as_py()!r} is not in ocn.csv")
+        return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int32)
+
+    def with_lnp_codes(self, tns: I64, codes: I32) -> ReferenceData:
+        """:meth:`with_lnp` with OCNs given as indexes into :attr:`ocns` (no check)."""
         index, order = KeyIndex.build(np.asarray(tns, dtype=np.int64))
-        codes = _codes_for(ocns, list(self.ocns), "lnp")[order]
-        copy = dataclasses.replace(self, lnp=index, lnp_ocn=codes)
+        copy = dataclasses.replace(self, lnp=index, lnp_ocn=np.asarray(codes, np.int32)[order])
         if "_block6_dense" in self.__dict__:  # same NPA-NXX table: share the dense index
             object.__setattr__(copy, "_block6_dense", self.__dict__["_block6_dense"])
         return copy

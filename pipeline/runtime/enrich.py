@@ -18,12 +18,66 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.rating.rate import origin_numbers
 from pipeline.refdata.model import ReferenceData
 from pipeline.refdata.redis_store import RedisReferenceReader
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+BOOL = npt.NDArray[np.bool_]
+
+
+#: Multiplier of the cache's hash (2**64 / golden ratio, odd): spreads NANP numbers
+#: that differ in their last digits over all slots.
+_HASH = np.uint64(0x9E3779B97F4A7C15)
+#: Bits of a cache entry that hold the OCN code + 1 (0 = "not ported").
+_CODE_BITS = 24
+_CODE_MASK = (1 << _CODE_BITS) - 1
+
+
+class LnpCache:
+    """A direct-mapped cache of LNP answers, probed and filled a whole batch at a time.
+
+    Each of ``slots`` (rounded up to a power of two) ``int64`` entries packs a number
+    and its answer, ``number << 24 | (ocn_code + 1)`` (``0`` = not ported), so one
+    store writes both and a probe can never pair a number with another's answer. A
+    number maps to one slot (multiplicative hash); a new answer overwrites whatever
+    the slot held, so memory is fixed (8 bytes a slot) and there is no eviction pass.
+    Codes index one snapshot's OCNs: :meth:`clear` when the version changes.
+    """
+
+    def __init__(self, slots: int) -> None:
+        size = 1 << max(int(slots) - 1, 1).bit_length()
+        self._shift = np.uint64(64 - (size.bit_length() - 1))
+        self._entries = np.full(size, -1, dtype=np.int64)
+
+    @property
+    def slots(self) -> int:
+        return int(self._entries.size)
+
+    def clear(self) -> None:
+        self._entries.fill(-1)
+
+    def _slot(self, tns: I64) -> npt.NDArray[np.intp]:
+        return ((tns.astype(np.uint64) * _HASH) >> self._shift).astype(np.intp)
+
+    def get(self, tns: I64) -> tuple[BOOL, I32]:
+        """``(found, codes)`` for numbers ``0 <= tn < 2**39``: ``codes`` is the OCN
+        code (-1 = not ported) where found, meaningless elsewhere."""
+        entries = self._entries[self._slot(tns)]
+        found = (entries >> _CODE_BITS) == tns
+        return found, ((entries & _CODE_MASK) - 1).astype(np.int32)
+
+    def put(self, tns: I64, codes: I32) -> None:
+        """Remember ``tns -> codes`` (-1 = not ported), evicting what the slots held."""
+        if codes.size and int(codes.max()) >= _CODE_MASK:
+            raise ValueError("LnpCache holds OCN codes below 2**24 - 1")
+        self._entries[self._slot(tns)] = (tns.astype(np.int64) << _CODE_BITS) | (
+            codes.astype(np.int64) + 1
+        )
 
 
 class Enricher:
@@ -39,8 +93,7 @@ class Enricher:
     ) -> None:
         self._reader = reader
         self._snapshot: ReferenceData | None = None
-        self._cache: dict[int, str | None] = {}
-        self._max_cached = max_cached
+        self._cache = LnpCache(max_cached)
         self._version_check_s = version_check_s
         self._clock = clock
         self._checked_at = float("-inf")
@@ -80,30 +133,21 @@ class Enricher:
         tns = tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
         for _ in range(3):  # a version switch mid-call: refresh and try again
             snapshot = self.snapshot()
-            cache = self._cache
-            known = np.fromiter((t in cache for t in tns.tolist()), np.bool_, tns.size)
+            known, codes = self._cache.get(tns)
             missing = tns[~known]
-            self.hits += int(known.sum())
+            self.hits += int(tns.size - missing.size)
             self.misses += int(missing.size)
             if missing.size:
                 version, ocns = self._reader.lookup_lnp_array(missing)
                 if version != snapshot.version:
                     self._refresh()
                     continue
-                if len(cache) + missing.size > self._max_cached:
-                    cache.clear()
-                cache.update(zip(missing.tolist(), ocns.to_pylist(), strict=True))
-            else:
-                ocns = pa.array([], pa.string())
-            hit_tns = tns[known]
-            hit_ocns = [cache.get(t) for t in hit_tns.tolist()]
-            all_tns = np.concatenate([missing, hit_tns])
-            all_ocns = pa.concat_arrays([ocns, pa.array(hit_ocns, pa.string())])
-            ported = pc.is_valid(all_ocns)
-            return snapshot.with_lnp(
-                all_tns[np.asarray(ported.to_numpy(zero_copy_only=False), dtype=np.bool_)],
-                all_ocns.filter(ported),
-            )
+                found = snapshot.ocn_codes(ocns)
+                self._cache.put(missing, found)
+                codes = codes.copy()
+                codes[~known] = found
+            ported = codes >= 0
+            return snapshot.with_lnp_codes(tns[ported], codes[ported])
         raise RuntimeError("reference data version kept changing during one batch")
 
     @property

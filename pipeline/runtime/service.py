@@ -50,6 +50,7 @@ from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.rate import rate_batch
 from pipeline.rating.tariffs import TariffBook
+from pipeline.refdata.model import ReferenceData
 from pipeline.runtime.buffer import PartitionBuffer
 from pipeline.runtime.checkpoint import Checkpoints, part_name
 from pipeline.runtime.enrich import Enricher
@@ -106,6 +107,23 @@ class RunStats:
 
 
 Hook = Callable[[str, dict[str, Any]], None]
+Prepared = tuple[pa.Table, pa.Table, ReferenceData]
+
+
+@dataclass
+class _Batch:
+    """One poll's messages between :meth:`StreamingService._stage` and
+    :meth:`StreamingService._complete` (parallel arrays, in poll order)."""
+
+    started: float
+    values: list[bytes | None]
+    keys: list[bytes | str | None]
+    partitions: npt.NDArray[np.int32]
+    offsets: npt.NDArray[np.int64]
+    stamps: npt.NDArray[np.int64]
+    generation: int  # the assignment the messages were polled under
+    future: Future[Prepared] | None = None  # decode + enrich on the prepare thread
+    main_seconds: float = 0.0
 
 
 #: Writes that may wait for the writer thread before consumption pauses.
@@ -178,6 +196,9 @@ class StreamingService:
         # checkpoints advance in order); at most MAX_INFLIGHT wait, then consumption
         # pauses (backpressure). Kafka commits stay on this thread.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
+        # Decoding and enrichment of the batch just polled run on one prepare thread
+        # while this thread rates the previous batch (see :meth:`run`).
+        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         self._inflight: deque[Future[tuple[str, int, int] | None]] = deque()
         self._abort = threading.Event()
         self._writer_busy_since: float | None = None
@@ -297,27 +318,42 @@ class StreamingService:
         signal.signal(signal.SIGINT, stop)
 
     def run(self) -> RunStats:
-        """Consume until stopped (signal, :attr:`stopping`, or ``stop_when_idle``)."""
+        """Consume until stopped (signal, :attr:`stopping`, or ``stop_when_idle``).
+
+        Batches go through two halves: :meth:`_stage` (main thread: poll fields, then
+        decode and enrichment handed to the prepare thread) and :meth:`_complete`
+        (main thread: rate, buffer). The batch polled now is prepared while the one
+        before it is rated, so the Redis round trip and the GIL-free parts of decoding
+        overlap rating. At most one batch is staged at a time.
+        """
         check_accounts_have_tariffs(self.enricher.snapshot(), self.tariffs)
         s = self.settings
         self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_message = time.monotonic()
+        pending: _Batch | None = None
         try:
             while not self.stopping.is_set():
                 self.last_tick = time.monotonic()
                 messages = self.consumer.consume(s.batch.poll_max_messages, 0.2)
                 now = time.monotonic()
                 good = [m for m in messages if self._usable(m)]
+                staged = None
                 if good:
                     last_message = now
-                    self._process(good)
+                    staged = self._stage(good)
+                if pending is not None:
+                    self._complete(pending)
+                pending = staged
                 now = time.monotonic()
                 self._flush_due(now)
                 self._maybe_update_lag(now)
                 idle = time.monotonic() - last_message
-                if s.stop_when_idle is not None and idle >= s.stop_when_idle:
+                if s.stop_when_idle is not None and idle >= s.stop_when_idle and pending is None:
                     LOG.info("idle for %.1f s: stopping", idle)
                     break
+            if pending is not None:  # a clean stop rates what was polled
+                batch, pending = pending, None
+                self._complete(batch)
         finally:
             try:
                 self._shutdown()
@@ -336,28 +372,51 @@ class StreamingService:
         LOG.warning("kafka error: %s", err.str())
         return False
 
-    def _process(self, messages: list[Message]) -> None:
+    def _stage(self, messages: list[Message]) -> _Batch:
+        """Main thread: the messages' fields, and their preparation (decode, enrich)
+        handed to the prepare thread."""
         started = time.perf_counter()
         n = len(messages)
-        values = [m.value() for m in messages]
-        keys = [m.key() for m in messages]
-        partitions = np.fromiter((m.partition() for m in messages), np.int32, n)
-        offsets = np.fromiter((m.offset() for m in messages), np.int64, n)
-        stamps = np.fromiter((m.timestamp()[1] for m in messages), np.int64, n)
         if self.stats.first_message_at is None:
             self.stats.first_message_at = time.monotonic()
-        generation = self.generation
-        events, decode_dead = self._retry(
-            lambda: decode_batch(
-                values,
-                KafkaSources(self.settings.topic, partitions, offsets),
-                self.resolver,
-                keys=keys,
-            ),
-            "schema registry",
+        batch = _Batch(
+            started=started,
+            values=list(map(Message.value, messages)),
+            keys=list(map(Message.key, messages)),
+            partitions=np.fromiter(map(Message.partition, messages), np.int32, n),
+            offsets=np.fromiter(map(Message.offset, messages), np.int64, n),
+            stamps=np.fromiter((t for _, t in map(Message.timestamp, messages)), np.int64, n),
+            generation=self.generation,
         )
-        ref = self._retry(lambda: self.enricher.for_batch(events), "redis")
-        if generation != self.generation:
+        batch.future = self._preparer.submit(self._prepare, batch)
+        batch.main_seconds = time.perf_counter() - started
+        return batch
+
+    def _prepare(self, batch: _Batch) -> Prepared:
+        """Prepare thread: decode the batch and fetch its reference data (raises
+        :class:`InfrastructureError` when the schema registry or Redis is down)."""
+        sources = KafkaSources(self.settings.topic, batch.partitions, batch.offsets)
+        events, dead = decode_batch(batch.values, sources, self.resolver, keys=batch.keys)
+        return events, dead, self.enricher.for_batch(events)
+
+    def _prepared(self, batch: _Batch) -> Prepared:
+        """Wait for the batch's preparation; after a failure, the next call retries it."""
+        if batch.future is None:
+            batch.future = self._preparer.submit(self._prepare, batch)
+        try:
+            return batch.future.result()
+        except InfrastructureError:
+            batch.future = None
+            raise
+
+    def _complete(self, batch: _Batch) -> None:
+        """Main thread: rate a prepared batch and add it to its partitions' buffers
+        (pausing while the schema registry or Redis is down). A batch polled before
+        an assignment change is dropped: its partitions resume from the lake."""
+        started = time.perf_counter()
+        events, decode_dead, ref = self._retry(lambda: self._prepared(batch), "schema registry")
+        n = len(batch.values)
+        if batch.generation != self.generation:
             LOG.info(
                 "assignment changed during a batch: dropping %d in-flight messages (they will be re-read)",
                 n,
@@ -366,6 +425,7 @@ class StreamingService:
         result = rate_batch(events, ref, self.tariffs)
         dead = pa.concat_tables([decode_dead, result.dead_letters])
         now = time.monotonic()
+        partitions, offsets, stamps = batch.partitions, batch.offsets, batch.stamps
         rated_parts = _split_by_partition(result.rated)
         dead_parts = _split_by_partition(dead)
         order = np.argsort(partitions, kind="stable")
@@ -384,9 +444,9 @@ class StreamingService:
                 now,
             )
         self.stats.consumed += n
-        seconds = time.perf_counter() - started
-        self.stats.busy_seconds += seconds
-        self.metrics.batch_processed(self.settings.topic, n, seconds)
+        finished = time.perf_counter()
+        self.stats.busy_seconds += batch.main_seconds + finished - started
+        self.metrics.batch_processed(self.settings.topic, n, finished - batch.started)
         if LOG.isEnabledFor(logging.DEBUG):
             LOG.debug(
                 "batch topic=%s messages=%d rated=%d dead_letters=%d seconds=%.3f",
@@ -394,7 +454,7 @@ class StreamingService:
                 n,
                 result.rated.num_rows,
                 dead.num_rows,
-                seconds,
+                finished - batch.started,
             )
 
     def _retry(self, action: Callable[[], Any], what: str) -> Any:
@@ -605,6 +665,7 @@ class StreamingService:
                     self._submit(buffer)
             self._drain(SHUTDOWN_DRAIN_S)
         finally:
+            self._preparer.shutdown(wait=True, cancel_futures=True)
             self._writer.shutdown(wait=True)
             self.consumer.close()  # leaves the group (revocation drains nothing more)
             self.assigned = False

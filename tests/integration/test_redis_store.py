@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -43,27 +41,6 @@ from pipeline.refdata.redis_store import (
 pytestmark = pytest.mark.integration
 
 I64 = npt.NDArray[np.int64]
-
-
-@pytest.fixture(scope="module")
-def two_versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Directories A and B: the same ported numbers, each served by another OCN in B."""
-    base = tmp_path_factory.mktemp("versions")
-    a, b = base / "a", base / "b"
-    generate_reference_dir(a, npanxx_rows=2_000, lnp_rows=20_000, ocn_rows=200, seed=5)
-    shutil.copytree(a, b)
-    ocns = read_reference_tables(a)["ocn"].column("ocn").to_pylist()
-    shifted = {o: ocns[(i + 1) % len(ocns)] for i, o in enumerate(ocns)}
-    lnp = read_reference_tables(a)["lnp"]
-    new_ocn = pa.array([shifted[o] for o in lnp.column("ocn").to_pylist()], pa.string())
-    with (b / "lnp.csv").open("wb") as f:
-        f.write(b"tn,ocn,lrn\n")
-        pacsv.write_csv(
-            lnp.set_column(1, "ocn", new_ocn),
-            f,
-            write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"),
-        )
-    return a, b
 
 
 def names(ref: ReferenceData, index_ocn: npt.NDArray[np.int32]) -> list[str]:
