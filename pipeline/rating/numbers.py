@@ -101,14 +101,10 @@ class Located:
     state: I32  # state index: npanxx (7 then 6 digits), else npa_regions; -1 unknown
 
 
-def locate(numbers: Numbers, ref: ReferenceData) -> Located:
-    """R-CARRIER and state of each number, with one probe of each table.
-
-    Carrier: the ported number (LNP) first, then the 7-digit thousands block, then the
-    6-digit NPA-NXX. State: the thousands block, then the NPA-NXX, then the NPA.
-    """
+def _blocks(numbers: Numbers, ref: ReferenceData) -> tuple[BOOL, I32, I32]:
+    """The thousands-block match, its OCN and the state from the blocks and NPA."""
     nat = numbers.national
-    p7 = ref.block7.find(np.where(numbers.nanp, nat // 1000, -1))
+    p7 = ref.block7_at(np.where(numbers.nanp, nat // 1000, -1))
     hit7 = p7 >= 0
     p6 = ref.block6_at(np.where(numbers.nanp, nat // 10_000, -1))
     hit6 = p6 >= 0
@@ -123,20 +119,35 @@ def locate(numbers: Numbers, ref: ReferenceData) -> Located:
     state = np.where(
         block_state >= 0, block_state, np.where(numbers.nanp, ref.npa_state[numbers.npa], -1)
     )
+    return hit7 | hit6, block_ocn.astype(np.int32), state.astype(np.int32)
+
+
+def locate(numbers: Numbers, ref: ReferenceData) -> Located:
+    """R-CARRIER and state of each number, with one probe of each table.
+
+    Carrier: the ported number (LNP) first, then the 7-digit thousands block, then the
+    6-digit NPA-NXX. State: the thousands block, then the NPA-NXX, then the NPA.
+    """
+    nat = numbers.national
+    _, block_ocn, state = _blocks(numbers, ref)
     pos = ref.lnp.find(np.where(numbers.nanp, nat, -1))
-    lnp_ocn = np.where(pos >= 0, ref.lnp_ocn[np.maximum(pos, 0)], -1) if len(ref.lnp) else empty
+    lnp_ocn = (
+        np.where(pos >= 0, ref.lnp_ocn[np.maximum(pos, 0)], -1)
+        if len(ref.lnp)
+        else np.full(nat.shape, -1, dtype=np.int32)
+    )
     ocn = np.where(pos >= 0, lnp_ocn, block_ocn).astype(np.int32)
     category = (
         np.where(ocn >= 0, ref.ocn_category[np.maximum(ocn, 0)], UNKNOWN_CATEGORY)
         if ref.ocns
         else np.full(nat.shape, UNKNOWN_CATEGORY)
     ).astype(np.int8)
-    return Located(ocn=ocn, category=category, state=state.astype(np.int32))
+    return Located(ocn=ocn, category=category, state=state)
 
 
 def state_of(numbers: Numbers, ref: ReferenceData) -> I32:
-    """State index of each number (see :func:`locate`)."""
-    return locate(numbers, ref).state
+    """State index of each number, as :func:`locate` finds it (no carrier lookup)."""
+    return _blocks(numbers, ref)[2]
 
 
 __all__ = ["Located", "Numbers", "choose", "locate", "parse_numbers", "region_of", "state_of"]

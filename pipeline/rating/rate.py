@@ -31,7 +31,14 @@ from pipeline.rating.columns import (
 )
 from pipeline.rating.compiled import INCREMENT_CLASSES, CompiledTariffs, compiled
 from pipeline.rating.money import micro_to_decimal_array
-from pipeline.rating.numbers import Numbers, choose, locate, parse_numbers, region_of
+from pipeline.rating.numbers import (
+    Numbers,
+    choose,
+    locate,
+    parse_numbers,
+    region_of,
+    state_of,
+)
 from pipeline.rating.rules import (
     CALL_CLASSES,
     FLAGS,
@@ -201,7 +208,7 @@ def rate_batch(events: pa.Table, ref: ReferenceData, tariffs: TariffBook) -> Rat
     if ok.all():
         good, dead = events, DEAD_LETTER_SCHEMA.empty_table()
     else:
-        good = events.filter(pa.array(ok))
+        good = events.drop_columns(["payload"]).filter(pa.array(ok))  # rated rows carry none
         dead = _dead_letters(events.filter(pa.array(~ok)), reason[~ok])
     rated = _rate_valid(good, ref, book, account[ok], combo[ok], called.select(ok))
     return RatingResult(rated=rated, dead_letters=dead)
@@ -247,7 +254,7 @@ def _rate_valid(
     origin_at = locate(origin, ref)
     origin_state, origin_ocn, origin_category = origin_at.state, origin_at.ocn, origin_at.category
     dest_region = region_of(called, ref)
-    dest_state = locate(called, ref).state
+    dest_state = state_of(called, ref)
 
     billable = r2_billable(answered, duration)
     call_class = r3_call_class(billable, inbound, forwarded, called.toll_free)
@@ -292,9 +299,14 @@ def _rate_valid(
     surcharge = np.where(payphone, book.payphone_surcharge[combo], 0).astype(np.int64)
     total = r9_total(usage, surcharge)
 
-    blocked = np.zeros(n, dtype=np.bool_)
-    for nums in (calling, called, origin):  # origin: the original caller of a forwarded leg
-        blocked |= ref.blocklist.longest(nums.digits, nums.ndigits) >= 0
+    # R10 FRAUD_SUSPECT: calling, called or origin (the original caller of a forwarded
+    # leg) under a blocklisted prefix; the three columns probed in one pass.
+    screened = (calling, called, origin)
+    listed = ref.blocklist.longest(
+        np.concatenate([x.digits for x in screened]),
+        np.concatenate([x.ndigits for x in screened]),
+    )
+    blocked = (listed >= 0).reshape(len(screened), n).any(axis=0)
     flag_masks = {
         "ORIGIN_UNKNOWN": origin_region == _UNKNOWN_REGION,
         "OFFSHORE": is_tf & offshore,

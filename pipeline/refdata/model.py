@@ -28,6 +28,10 @@ I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 I8 = npt.NDArray[np.int8]
 
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+#: Prefixes up to this many digits are matched through a dense 10**DENSE_DIGITS table.
+DENSE_DIGITS = 6
+
 UNKNOWN_CATEGORY = len(OCN_CATEGORIES)  # code of CarrierCategory.UNKNOWN
 
 
@@ -95,17 +99,52 @@ class PrefixTable:
         """Value of the longest prefix of each number, -1 if none.
 
         ``digits`` is the whole number as an integer (``-1`` when absent) and ``ndigits``
-        its count of digits.
+        its count of digits. Prefixes of up to :data:`DENSE_DIGITS` digits are answered
+        by one probe of a dense table indexed by a number's leading digits; longer ones
+        are searched only for numbers whose leading digits start one of them.
         """
+        table, longer = self._dense()
         out = np.full(digits.shape, -1, dtype=np.int32)
+        valid = digits >= 0
+        wide = valid & (ndigits >= DENSE_DIGITS)
+        lead = np.where(wide, digits // _POW10[np.clip(ndigits - DENSE_DIGITS, 0, 18)], 0)
+        out[wide] = table[lead[wide]]
+        rows = np.flatnonzero((wide & longer[lead]) | (valid & ~wide))  # rare
+        if rows.size:
+            out[rows] = self._search(digits[rows], ndigits[rows], out[rows])
+        return out
+
+    def _search(self, digits: I64, ndigits: I64, out: I32) -> I32:
+        """:meth:`longest` by one sorted search per prefix length."""
+        out = out.copy()
         for length in sorted(self.by_length):  # longer prefixes overwrite shorter ones
             shift = ndigits - length
-            ok = (digits >= 0) & (shift >= 0)
-            probe = np.where(ok, digits // (10 ** np.clip(shift, 0, 18)), -1)
+            probe = np.where(shift >= 0, digits // _POW10[np.clip(shift, 0, 18)], -1)
             pos = self.by_length[length].find(probe)
             hit = pos >= 0
-            out = np.where(hit, self.values[length][np.where(hit, pos, 0)], out)
+            if hit.any():
+                out[hit] = self.values[length][pos[hit]]
         return out
+
+    def _dense(self) -> tuple[I32, npt.NDArray[np.bool_]]:
+        """(value of the longest prefix of at most DENSE_DIGITS digits, per leading
+        DENSE_DIGITS digits; whether a longer prefix starts with them), built once."""
+        cached = self.__dict__.get("_dense_tables")
+        if cached is None:
+            size = 10**DENSE_DIGITS
+            table = np.full(size, -1, dtype=np.int32)
+            longer = np.zeros(size, dtype=np.bool_)
+            for length in sorted(self.by_length):
+                keys = self.by_length[length].keys
+                if length <= DENSE_DIGITS:
+                    span = 10 ** (DENSE_DIGITS - length)
+                    slots = (keys[:, None] * span + np.arange(span)).ravel()
+                    table[slots] = np.repeat(self.values[length], span)
+                else:
+                    longer[keys // 10 ** (length - DENSE_DIGITS)] = True
+            cached = (table, longer)
+            object.__setattr__(self, "_dense_tables", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -251,6 +290,22 @@ class ReferenceData:
         ok = (prefixes >= 0) & (prefixes < 1_000_000)
         return np.where(ok, dense[np.where(ok, prefixes, 0)], -1).astype(np.intp)
 
+    def block7_at(self, prefixes: I64) -> npt.NDArray[np.intp]:
+        """Position of each 7-digit thousands block in :attr:`block7` (-1 if absent).
+        Only numbers whose NPA-NXX is pooled (has any thousands block, a dense table
+        built on first use) are searched for."""
+        pooled = self.__dict__.get("_pooled_dense")
+        if pooled is None:
+            pooled = np.zeros(1_000_000, dtype=np.bool_)
+            pooled[self.block7.keys // 10] = True
+            object.__setattr__(self, "_pooled_dense", pooled)
+        out = np.full(prefixes.shape, -1, dtype=np.intp)
+        ok = (prefixes >= 0) & (prefixes < 10_000_000)
+        rows = np.flatnonzero(ok & pooled[np.where(ok, prefixes // 10, 0)])
+        if rows.size:
+            out[rows] = self.block7.find(prefixes[rows])
+        return out
+
     def with_lnp(self, tns: I64, ocns: pa.Array) -> ReferenceData:
         """A copy whose LNP table is exactly ``tns -> ocns`` (a batch's resolved subset).
 
@@ -275,14 +330,19 @@ class ReferenceData:
         """:meth:`with_lnp` with OCNs given as indexes into :attr:`ocns` (no check)."""
         index, order = KeyIndex.build(np.asarray(tns, dtype=np.int64))
         copy = dataclasses.replace(self, lnp=index, lnp_ocn=np.asarray(codes, np.int32)[order])
-        if "_block6_dense" in self.__dict__:  # same NPA-NXX table: share the dense index
-            object.__setattr__(copy, "_block6_dense", self.__dict__["_block6_dense"])
+        for cached in _SHARED_CACHES:  # same NPA-NXX and OCN tables: share their indexes
+            if cached in self.__dict__:
+                object.__setattr__(copy, cached, self.__dict__[cached])
         return copy
 
     def account_index(self, account_ids: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.intp]:
         """Row of each account id in the account arrays, -1 when unknown (R1)."""
         idx = pc.index_in(account_ids, value_set=self.account_ids)
         return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.intp)
+
+
+#: Lazily built lookup tables that a copy with another LNP subset can share.
+_SHARED_CACHES = ("_block6_dense", "_pooled_dense", "_ocn_vocab")
 
 
 def _codes_for(values: pa.Array | pa.ChunkedArray, vocabulary: list[str], what: str) -> I32:
