@@ -72,6 +72,33 @@ def parse_numbers(column: pa.Array | pa.ChunkedArray) -> Numbers:
     return Numbers(present, well_formed, digits, ndigits, nanp, national)
 
 
+@dataclass(frozen=True)
+class EventNumbers:
+    """The three parsed number columns of a batch of events (parse once, use twice:
+    the streaming enricher and :func:`~pipeline.rating.rate.rate_batch`)."""
+
+    called: Numbers
+    calling: Numbers
+    original: Numbers
+
+    def __len__(self) -> int:
+        return int(self.called.present.size)
+
+    def select(self, mask: BOOL) -> EventNumbers:
+        return EventNumbers(
+            self.called.select(mask), self.calling.select(mask), self.original.select(mask)
+        )
+
+
+def parse_event_numbers(events: pa.Table) -> EventNumbers:
+    """Parse ``called_number``, ``calling_number`` and ``original_calling_number``."""
+    return EventNumbers(
+        parse_numbers(events.column("called_number")),
+        parse_numbers(events.column("calling_number")),
+        parse_numbers(events.column("original_calling_number")),
+    )
+
+
 def choose(mask: BOOL, a: Numbers, b: Numbers) -> Numbers:
     """Row-wise ``a`` where ``mask`` else ``b``."""
     return Numbers(
@@ -150,4 +177,14 @@ def state_of(numbers: Numbers, ref: ReferenceData) -> I32:
     return _blocks(numbers, ref)[2]
 
 
-__all__ = ["Located", "Numbers", "choose", "locate", "parse_numbers", "region_of", "state_of"]
+__all__ = [
+    "EventNumbers",
+    "Located",
+    "Numbers",
+    "choose",
+    "locate",
+    "parse_event_numbers",
+    "parse_numbers",
+    "region_of",
+    "state_of",
+]

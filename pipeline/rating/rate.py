@@ -32,10 +32,11 @@ from pipeline.rating.columns import (
 from pipeline.rating.compiled import INCREMENT_CLASSES, CompiledTariffs, compiled
 from pipeline.rating.money import micro_to_decimal_array
 from pipeline.rating.numbers import (
+    EventNumbers,
     Numbers,
     choose,
     locate,
-    parse_numbers,
+    parse_event_numbers,
     region_of,
     state_of,
 )
@@ -192,25 +193,37 @@ def _dead_letters(bad: pa.Table, codes: npt.NDArray[np.int8]) -> pa.Table:
     )
 
 
-def rate_batch(events: pa.Table, ref: ReferenceData, tariffs: TariffBook) -> RatingResult:
+def rate_batch(
+    events: pa.Table,
+    ref: ReferenceData,
+    tariffs: TariffBook,
+    numbers: EventNumbers | None = None,
+) -> RatingResult:
     """Rate a batch of call events (any table conforming to :data:`EVENT_SCHEMA`).
 
     ``ref`` must hold the LNP entries of the batch's origin numbers (all of them in
-    batch mode; the resolved subset in streaming mode). Never raises for bad data:
-    invalid events become dead letters (R1). Raises ``ConfigError`` only if an
-    account names a tariff that is not loaded.
+    batch mode; the resolved subset in streaming mode). ``numbers`` are the batch's
+    parsed number columns when the caller already has them
+    (:func:`~pipeline.rating.numbers.parse_event_numbers` of the same ``events``).
+    Never raises for bad data: invalid events become dead letters (R1). Raises
+    ``ConfigError`` only if an account names a tariff that is not loaded, and
+    ``ValueError`` if ``numbers`` has another length than ``events``.
     """
     events = conform(events)
     book = compiled(tariffs)
-    called = parse_numbers(events.column("called_number"))
-    reason, account, combo = r1_validate(events, ref, book, called)
+    if numbers is None:
+        numbers = parse_event_numbers(events)
+    elif len(numbers) != events.num_rows:
+        raise ValueError(f"{len(numbers)} parsed numbers for {events.num_rows} events")
+    reason, account, combo = r1_validate(events, ref, book, numbers.called)
     ok = reason < 0
     if ok.all():
         good, dead = events, DEAD_LETTER_SCHEMA.empty_table()
     else:
         good = events.drop_columns(["payload"]).filter(pa.array(ok))  # rated rows carry none
         dead = _dead_letters(events.filter(pa.array(~ok)), reason[~ok])
-    rated = _rate_valid(good, ref, book, account[ok], combo[ok], called.select(ok))
+        numbers = numbers.select(ok)
+    rated = _rate_valid(good, ref, book, account[ok], combo[ok], numbers)
     return RatingResult(rated=rated, dead_letters=dead)
 
 
@@ -220,16 +233,14 @@ def _origin(inbound: BOOL, forwarded: BOOL, calling: Numbers, original: Numbers)
     return choose(~inbound & forwarded & original.present, original, calling)
 
 
-def origin_numbers(events: pa.Table) -> Numbers:
-    """The parsed origin number of each event (for adapters that pre-resolve LNP)."""
+def origin_numbers(events: pa.Table, numbers: EventNumbers | None = None) -> Numbers:
+    """The parsed origin number of each event (for adapters that pre-resolve LNP);
+    ``numbers``: the events' parsed number columns, if already at hand."""
     inbound = _np(pc.equal(events.column("direction"), "INBOUND"), False).astype(np.bool_)
     forwarded = _np(pc.equal(events.column("leg"), "FORWARDED"), False).astype(np.bool_)
-    return _origin(
-        inbound,
-        forwarded,
-        parse_numbers(events.column("calling_number")),
-        parse_numbers(events.column("original_calling_number")),
-    )
+    if numbers is None:
+        numbers = parse_event_numbers(events)
+    return _origin(inbound, forwarded, numbers.calling, numbers.original)
 
 
 def _rate_valid(
@@ -238,7 +249,7 @@ def _rate_valid(
     book: CompiledTariffs,
     account: npt.NDArray[np.intp],
     combo: npt.NDArray[np.intp],
-    called: Numbers,
+    numbers: EventNumbers,
 ) -> pa.Table:
     n = ev.num_rows
     inbound = _np(pc.equal(ev.column("direction"), "INBOUND"), False).astype(np.bool_)
@@ -246,8 +257,7 @@ def _rate_valid(
     answered = _np(pc.equal(ev.column("disposition"), "ANSWERED"), False).astype(np.bool_)
     duration = _np(ev.column("duration_ms"), 0).astype(np.int64)
 
-    calling = parse_numbers(ev.column("calling_number"))
-    original = parse_numbers(ev.column("original_calling_number"))
+    called, calling, original = numbers.called, numbers.calling, numbers.original
     origin = _origin(inbound, forwarded, calling, original)
 
     origin_region = region_of(origin, ref)

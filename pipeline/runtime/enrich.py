@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from pipeline.rating.numbers import EventNumbers
 from pipeline.rating.rate import origin_numbers
 from pipeline.refdata.model import ReferenceData
 from pipeline.refdata.redis_store import RedisReferenceReader
@@ -126,9 +127,10 @@ class Enricher:
                 return self._refresh()
         return self._snapshot
 
-    def for_batch(self, events: pa.Table) -> ReferenceData:
-        """Reference data holding the LNP entries of ``events``' origin numbers."""
-        origin = origin_numbers(events)
+    def for_batch(self, events: pa.Table, numbers: EventNumbers | None = None) -> ReferenceData:
+        """Reference data holding the LNP entries of ``events``' origin numbers
+        (``numbers``: the events' parsed number columns, if already at hand)."""
+        origin = origin_numbers(events, numbers)
         tns = np.unique(origin.national[origin.nanp])
         tns = tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
         for _ in range(3):  # a version switch mid-call: refresh and try again

@@ -30,11 +30,11 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,7 @@ from pipeline.io.wire import KafkaSources, SchemaResolver, decode_batch
 from pipeline.metrics import ServiceMetrics
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
+from pipeline.rating.numbers import EventNumbers, parse_event_numbers
 from pipeline.rating.rate import rate_batch
 from pipeline.rating.tariffs import TariffBook
 from pipeline.refdata.model import ReferenceData
@@ -107,7 +108,27 @@ class RunStats:
 
 
 Hook = Callable[[str, dict[str, Any]], None]
-Prepared = tuple[pa.Table, pa.Table, ReferenceData]
+Prepared = tuple[pa.Table, pa.Table, ReferenceData, EventNumbers]
+
+
+class _MessageKeys(Sequence[bytes | str | None]):
+    """The keys of a poll's messages, read only where needed (the call id of a
+    message that does not decode, for its dead letter)."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self._messages = messages
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes | str | None: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes | str | None]: ...
+    def __getitem__(self, index: int | slice) -> bytes | str | list[bytes | str | None] | None:
+        if isinstance(index, slice):
+            return [m.key() for m in self._messages[index]]
+        return self._messages[index].key()
 
 
 @dataclass
@@ -117,7 +138,7 @@ class _Batch:
 
     started: float
     values: list[bytes | None]
-    keys: list[bytes | str | None]
+    keys: Sequence[bytes | str | None]
     partitions: npt.NDArray[np.int32]
     offsets: npt.NDArray[np.int64]
     stamps: npt.NDArray[np.int64]
@@ -382,7 +403,7 @@ class StreamingService:
         batch = _Batch(
             started=started,
             values=list(map(Message.value, messages)),
-            keys=list(map(Message.key, messages)),
+            keys=_MessageKeys(messages),
             partitions=np.fromiter(map(Message.partition, messages), np.int32, n),
             offsets=np.fromiter(map(Message.offset, messages), np.int64, n),
             stamps=np.fromiter((t for _, t in map(Message.timestamp, messages)), np.int64, n),
@@ -393,11 +414,13 @@ class StreamingService:
         return batch
 
     def _prepare(self, batch: _Batch) -> Prepared:
-        """Prepare thread: decode the batch and fetch its reference data (raises
-        :class:`InfrastructureError` when the schema registry or Redis is down)."""
+        """Prepare thread: decode the batch, parse its numbers and fetch its reference
+        data (raises :class:`InfrastructureError` when the schema registry or Redis is
+        down)."""
         sources = KafkaSources(self.settings.topic, batch.partitions, batch.offsets)
         events, dead = decode_batch(batch.values, sources, self.resolver, keys=batch.keys)
-        return events, dead, self.enricher.for_batch(events)
+        numbers = parse_event_numbers(events)
+        return events, dead, self.enricher.for_batch(events, numbers), numbers
 
     def _prepared(self, batch: _Batch) -> Prepared:
         """Wait for the batch's preparation; after a failure, the next call retries it."""
@@ -414,7 +437,9 @@ class StreamingService:
         (pausing while the schema registry or Redis is down). A batch polled before
         an assignment change is dropped: its partitions resume from the lake."""
         started = time.perf_counter()
-        events, decode_dead, ref = self._retry(lambda: self._prepared(batch), "schema registry")
+        events, decode_dead, ref, numbers = self._retry(
+            lambda: self._prepared(batch), "schema registry"
+        )
         n = len(batch.values)
         if batch.generation != self.generation:
             LOG.info(
@@ -422,7 +447,7 @@ class StreamingService:
                 n,
             )
             return
-        result = rate_batch(events, ref, self.tariffs)
+        result = rate_batch(events, ref, self.tariffs, numbers)
         dead = pa.concat_tables([decode_dead, result.dead_letters])
         now = time.monotonic()
         partitions, offsets, stamps = batch.partitions, batch.offsets, batch.stamps

@@ -7,9 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.rating.numbers import parse_event_numbers
 from pipeline.rating.rate import rate_batch
 from tests.unit.events import book, event, table
 from tests.unit.refdata_fixture import tiny_reference
@@ -107,3 +109,26 @@ def test_rating_any_split_equals_rating_the_whole(
     total = sum((r["total_charge"] for r in whole.rated.to_pylist()), Decimal(0))
     parts = sum((r["total_charge"] for r in a.rated.to_pylist() + b.rated.to_pylist()), Decimal(0))
     assert total == parts
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(events(), min_size=0, max_size=40), st.data())
+def test_numbers_parsed_by_the_caller_give_the_same_records(
+    evs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """The streaming service parses the number columns once (for enrichment) and hands
+    them to rate_batch: the records, dead letters included, are the same."""
+    if evs:  # some invalid rows, so the parsed numbers are filtered with the events
+        bad = data.draw(st.integers(0, len(evs) - 1))
+        evs[bad] = {**evs[bad], "account_id": "ACC-NOPE"}
+    events_table = table(*evs)
+    given_numbers = rate_batch(events_table, REF, BOOK, parse_event_numbers(events_table))
+    parsed_inside = rate_batch(events_table, REF, BOOK)
+    assert given_numbers.rated.equals(parsed_inside.rated)
+    assert given_numbers.dead_letters.equals(parsed_inside.dead_letters)
+
+
+def test_numbers_of_another_batch_are_refused() -> None:
+    one, two = table(event(call_id="a")), table(event(call_id="a"), event(call_id="b"))
+    with pytest.raises(ValueError, match="1 parsed numbers for 2 events"):
+        rate_batch(two, REF, BOOK, parse_event_numbers(one))
