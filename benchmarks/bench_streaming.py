@@ -14,7 +14,7 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
 3. **service** -- ONE consumer process of the real service (:func:`build_service`,
    ``stop_when_idle``). Rated CDR/s = events / (last flush - first message processed).
    Stages are timed by wrapping the service's own functions in the child.
-4. **service + (B)** -- the same, with ``Enricher.for_batch`` replaced by the whole LNP
+4. **service + (B)** -- the same, with ``Enricher.for_numbers`` replaced by the whole LNP
    table read once from its Arrow copy in Redis (a prototype; pipeline code unchanged).
 5. **latency** -- a fresh service child consumes a second topic while this process
    produces ``--latency-events`` at ``--latency-rate`` events/s; event-to-lake latency
@@ -330,17 +330,17 @@ def service_child(config: dict[str, Any], out: Any) -> None:
         from pipeline.refdata.redis_store import read_reference_from_redis
 
         full = read_reference_from_redis(settings.redis.client())
-        service.enricher.for_batch = timer.wrap("enrich", lambda _events: full)  # type: ignore[method-assign]
+        service.enricher.for_numbers = timer.wrap("enrich", lambda _tns: full)  # type: ignore[method-assign]
     else:
-        service.enricher.for_batch = timer.wrap("enrich", service.enricher.for_batch)  # type: ignore[method-assign]
+        service.enricher.for_numbers = timer.wrap("enrich", service.enricher.for_numbers)  # type: ignore[method-assign]
     for target, name, stage in (
         (service.lake, "write_rated", "write_parquet"),
         (service.dead_letters, "send", "dead_letters"),
         (service.checkpoints, "commit", "checkpoint"),
-        (service, "_stage", "stage"),  # poll fields, hand-off to the prepare thread
-        (service, "_prepared", "wait_prepare"),  # main thread waiting for the prepare thread
+        (service, "_stage", "stage"),  # poll fields, hand-off to the decode thread
+        (service, "_prepared", "wait_prepare"),  # waiting for the decode and lookup threads
         (service, "_complete", "complete_total"),
-        (service, "_prepare", "prepare_total"),  # on the prepare thread
+        (service, "_decode", "decode_total"),  # on the decode thread
         (service, "_flush", "flush_total"),  # synchronous flush (before the writer thread)
         (service, "_flush_due", "flush_due"),  # submit to the writer, reap, commit
         (service, "_backpressure", "backpressure"),  # waiting for the writer
@@ -598,7 +598,7 @@ def setup(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
 
 def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
     """Stage rows of a service child's timings: the consumer (main) thread's stages add
-    up to the span; the prepare thread's and the writer thread's run concurrently."""
+    up to the span; the decode, lookup and writer threads' run concurrently."""
     stages = r["stage_seconds"]
     consumed = r["consumed"]
     writer_thread = "write_total" in stages
@@ -606,16 +606,15 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
     main: dict[str, float] = {
         "consume (poll, in span)": r["consume_seconds_in_span"],
         "poll fields, hand-off": stages.get("stage", 0.0),
-        "wait for the prepare thread": stages.get("wait_prepare", 0.0),
+        "wait for decode and lookup": stages.get("wait_prepare", 0.0),
         "rate (rate_batch)": stages.get("rate", 0.0),
         "split, buffers": stages.get("complete_total", 0.0)
         - sum(stages.get(k, 0.0) for k in ("wait_prepare", "rate")),
     }
     prepare = {
-        "prepare: decode (decode_batch)": stages.get("decode", 0.0),
-        "prepare: enrich (Enricher.for_batch)": stages.get("enrich", 0.0),
-        "prepare: other": stages.get("prepare_total", 0.0)
-        - sum(stages.get(k, 0.0) for k in ("decode", "enrich")),
+        "decode: decode_batch": stages.get("decode", 0.0),
+        "decode: numbers, origins": stages.get("decode_total", 0.0) - stages.get("decode", 0.0),
+        "lookup: Enricher.for_numbers": stages.get("enrich", 0.0),
     }
     writer: dict[str, float] = {}
     if writer_thread:
@@ -648,7 +647,7 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
             "us_per_event": secs / consumed * 1e6 if consumed else 0.0,
             "share": secs / span if span else 0.0,
             "thread": next(
-                (t for t in ("writer", "prepare") if name.startswith(t + ":")), "consumer"
+                (t for t in ("writer", "decode", "lookup") if name.startswith(t + ":")), "consumer"
             ),
         }
         for name, secs in {**main, **prepare, **writer}.items()

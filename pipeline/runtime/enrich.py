@@ -81,6 +81,13 @@ class LnpCache:
         )
 
 
+def origin_tns(events: pa.Table, numbers: EventNumbers | None = None) -> I64:
+    """The distinct 10-digit NANP origin numbers of ``events``: what LNP is asked."""
+    origin = origin_numbers(events, numbers)
+    tns = np.unique(origin.national[origin.nanp])
+    return tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
+
+
 class Enricher:
     """Gives each batch the :class:`ReferenceData` it needs (see module docstring)."""
 
@@ -130,9 +137,10 @@ class Enricher:
     def for_batch(self, events: pa.Table, numbers: EventNumbers | None = None) -> ReferenceData:
         """Reference data holding the LNP entries of ``events``' origin numbers
         (``numbers``: the events' parsed number columns, if already at hand)."""
-        origin = origin_numbers(events, numbers)
-        tns = np.unique(origin.national[origin.nanp])
-        tns = tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
+        return self.for_numbers(origin_tns(events, numbers))
+
+    def for_numbers(self, tns: I64) -> ReferenceData:
+        """Reference data holding the LNP entries of ``tns`` (:func:`origin_tns`)."""
         for _ in range(3):  # a version switch mid-call: refresh and try again
             snapshot = self.snapshot()
             known, codes = self._cache.get(tns)

@@ -26,6 +26,7 @@ the probes read.
 from __future__ import annotations
 
 import logging
+import operator
 import signal
 import threading
 import time
@@ -54,7 +55,7 @@ from pipeline.rating.tariffs import TariffBook
 from pipeline.refdata.model import ReferenceData
 from pipeline.runtime.buffer import PartitionBuffer
 from pipeline.runtime.checkpoint import Checkpoints, part_name
-from pipeline.runtime.enrich import Enricher
+from pipeline.runtime.enrich import Enricher, origin_tns
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ class RunStats:
 
 
 Hook = Callable[[str, dict[str, Any]], None]
-Prepared = tuple[pa.Table, pa.Table, ReferenceData, EventNumbers]
+#: A decoded batch: events, decode dead letters, parsed numbers, LNP numbers to ask.
+Decoded = tuple[pa.Table, pa.Table, EventNumbers, npt.NDArray[np.int64]]
 
 
 class _MessageKeys(Sequence[bytes | str | None]):
@@ -143,7 +145,8 @@ class _Batch:
     offsets: npt.NDArray[np.int64]
     stamps: npt.NDArray[np.int64]
     generation: int  # the assignment the messages were polled under
-    future: Future[Prepared] | None = None  # decode + enrich on the prepare thread
+    decoded: Future[Decoded] | None = None  # on the decode thread
+    reference: Future[ReferenceData] | None = None  # on the lookup thread
     main_seconds: float = 0.0
 
 
@@ -155,6 +158,7 @@ REVOKE_DRAIN_S = 30.0
 SHUTDOWN_DRAIN_S = 60.0
 
 _EMPTY_RATED = RATED_SCHEMA.empty_table()
+_SECOND = operator.itemgetter(1)  # of a message's (timestamp type, timestamp)
 _EMPTY_DEAD = DEAD_LETTER_SCHEMA.empty_table()
 
 
@@ -217,9 +221,10 @@ class StreamingService:
         # checkpoints advance in order); at most MAX_INFLIGHT wait, then consumption
         # pauses (backpressure). Kafka commits stay on this thread.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
-        # Decoding and enrichment of the batch just polled run on one prepare thread
-        # while this thread rates the previous batch (see :meth:`run`).
-        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        # The batch just polled is decoded on one thread, and its LNP looked up in Redis
+        # on another, while this thread rates the batch before it (see :meth:`run`).
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+        self._lookup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup")
         self._inflight: deque[Future[tuple[str, int, int] | None]] = deque()
         self._abort = threading.Event()
         self._writer_busy_since: float | None = None
@@ -342,10 +347,11 @@ class StreamingService:
         """Consume until stopped (signal, :attr:`stopping`, or ``stop_when_idle``).
 
         Batches go through two halves: :meth:`_stage` (main thread: poll fields, then
-        decode and enrichment handed to the prepare thread) and :meth:`_complete`
-        (main thread: rate, buffer). The batch polled now is prepared while the one
-        before it is rated, so the Redis round trip and the GIL-free parts of decoding
-        overlap rating. At most one batch is staged at a time.
+        decoding handed to the decode thread, which hands the LNP lookup to the lookup
+        thread) and :meth:`_complete` (main thread: rate, buffer). The batch polled now
+        is decoded while the one before it waits for Redis and the one before that is
+        rated, so the Redis round trip and the GIL-free parts of decoding overlap
+        rating. At most one batch is staged at a time.
         """
         check_accounts_have_tariffs(self.enricher.snapshot(), self.tariffs)
         s = self.settings
@@ -357,7 +363,7 @@ class StreamingService:
                 self.last_tick = time.monotonic()
                 messages = self.consumer.consume(s.batch.poll_max_messages, 0.2)
                 now = time.monotonic()
-                good = [m for m in messages if self._usable(m)]
+                good = self._usable(messages)
                 staged = None
                 if good:
                     last_message = now
@@ -382,20 +388,27 @@ class StreamingService:
                 self.close_http()
         return self.stats
 
-    def _usable(self, message: Message) -> bool:
-        err = message.error()
-        if err is None:
-            return True
-        if err.code() == KafkaError._PARTITION_EOF:
-            return False
-        if err.fatal():
-            raise InfrastructureError(f"kafka: {err.str()}")
-        LOG.warning("kafka error: %s", err.str())
-        return False
+    def _usable(self, messages: list[Message]) -> list[Message]:
+        """The messages that carry data: partition-EOF events are dropped, other
+        errors logged (and a fatal one raised as :class:`InfrastructureError`)."""
+        if list(map(Message.error, messages)).count(None) == len(messages):
+            return messages  # the usual case, found in C-level passes
+        good = []
+        for message in messages:
+            err = message.error()
+            if err is None:
+                good.append(message)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise InfrastructureError(f"kafka: {err.str()}")
+            else:
+                LOG.warning("kafka error: %s", err.str())
+        return good
 
     def _stage(self, messages: list[Message]) -> _Batch:
-        """Main thread: the messages' fields, and their preparation (decode, enrich)
-        handed to the prepare thread."""
+        """Main thread: the messages' fields, and their decoding handed to the decode
+        thread."""
         started = time.perf_counter()
         n = len(messages)
         if self.stats.first_message_at is None:
@@ -406,38 +419,48 @@ class StreamingService:
             keys=_MessageKeys(messages),
             partitions=np.fromiter(map(Message.partition, messages), np.int32, n),
             offsets=np.fromiter(map(Message.offset, messages), np.int64, n),
-            stamps=np.fromiter((t for _, t in map(Message.timestamp, messages)), np.int64, n),
+            stamps=np.fromiter(map(_SECOND, map(Message.timestamp, messages)), np.int64, n),
             generation=self.generation,
         )
-        batch.future = self._preparer.submit(self._prepare, batch)
+        batch.decoded = self._decoder.submit(self._decode, batch)
         batch.main_seconds = time.perf_counter() - started
         return batch
 
-    def _prepare(self, batch: _Batch) -> Prepared:
-        """Prepare thread: decode the batch, parse its numbers and fetch its reference
-        data (raises :class:`InfrastructureError` when the schema registry or Redis is
-        down)."""
+    def _decode(self, batch: _Batch) -> Decoded:
+        """Decode thread: decode the batch, parse its numbers, and hand its LNP lookup
+        to the lookup thread (so the next batch decodes while Redis answers). Raises
+        :class:`InfrastructureError` when the schema registry is down."""
         sources = KafkaSources(self.settings.topic, batch.partitions, batch.offsets)
         events, dead = decode_batch(batch.values, sources, self.resolver, keys=batch.keys)
         numbers = parse_event_numbers(events)
-        return events, dead, self.enricher.for_batch(events, numbers), numbers
+        tns = origin_tns(events, numbers)
+        batch.reference = self._lookup.submit(self.enricher.for_numbers, tns)
+        return events, dead, numbers, tns
 
-    def _prepared(self, batch: _Batch) -> Prepared:
-        """Wait for the batch's preparation; after a failure, the next call retries it."""
-        if batch.future is None:
-            batch.future = self._preparer.submit(self._prepare, batch)
+    def _prepared(self, batch: _Batch) -> tuple[Decoded, ReferenceData]:
+        """Wait for the batch's decoding and reference data; after a failure (schema
+        registry or Redis down), the next call retries the step that failed."""
+        if batch.decoded is None:
+            batch.decoded = self._decoder.submit(self._decode, batch)
         try:
-            return batch.future.result()
+            decoded = batch.decoded.result()
         except InfrastructureError:
-            batch.future = None
+            batch.decoded = None
+            raise
+        if batch.reference is None:
+            batch.reference = self._lookup.submit(self.enricher.for_numbers, decoded[3])
+        try:
+            return decoded, batch.reference.result()
+        except InfrastructureError:
+            batch.reference = None
             raise
 
     def _complete(self, batch: _Batch) -> None:
-        """Main thread: rate a prepared batch and add it to its partitions' buffers
+        """Main thread: rate a decoded and enriched batch and add it to its partitions' buffers
         (pausing while the schema registry or Redis is down). A batch polled before
         an assignment change is dropped: its partitions resume from the lake."""
         started = time.perf_counter()
-        events, decode_dead, ref, numbers = self._retry(
+        (events, decode_dead, numbers, _), ref = self._retry(
             lambda: self._prepared(batch), "schema registry"
         )
         n = len(batch.values)
@@ -690,7 +713,8 @@ class StreamingService:
                     self._submit(buffer)
             self._drain(SHUTDOWN_DRAIN_S)
         finally:
-            self._preparer.shutdown(wait=True, cancel_futures=True)
+            self._decoder.shutdown(wait=True, cancel_futures=True)
+            self._lookup.shutdown(wait=True, cancel_futures=True)
             self._writer.shutdown(wait=True)
             self.consumer.close()  # leaves the group (revocation drains nothing more)
             self.assigned = False
