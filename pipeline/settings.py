@@ -135,7 +135,7 @@ class KafkaSettings(BaseModel):
     prefetch_messages: int = Field(500_000, ge=1)
     #: librdkafka ``queued.max.messages.kbytes``: the memory cap of that prefetch queue
     #: (one queue for all partitions), which bounds what ``prefetch_messages`` costs.
-    prefetch_max_kbytes: int = Field(131_072, ge=1024)
+    prefetch_max_kbytes: int = Field(65_536, ge=1024)
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod
