@@ -730,14 +730,7 @@ class _FileReader:
             self.header, bytes(self.buf[block.data_start : block.data_end]), block.count
         )
         k = len(decoded.records)
-        self.decoded_by_fastavro += k
-        events = _project(
-            _records_to_table(decoded.records, self.writer_fields),
-            np.arange(first, first + k, dtype=np.int64),
-            self.source_file,
-            self.reader,
-        )
-        dead: list[dict[str, Any]] = []
+        detail = None
         if decoded.error is not None:
             detail = (
                 f"records {first + k}..{first + block.count - 1} of the {self.header.codec} "
@@ -745,15 +738,7 @@ class _FileReader:
                 f"{first + block.count - 1}) do not decode: {decoded.error}; payload is the "
                 "block as in the file (count, size, data, sync), decode it with the file header"
             )
-            dead = _stretch_dead_letters(
-                self.buf, block.start, block.end, first + k, self.source_file, detail
-            )
-            log.warning("%s: %s", self.source_file, detail)
-        batches = list(self._validated(events, dead, [block], [first], decoded.records))
-        return EventBatch(
-            pa.concat_tables([b.events for b in batches]),
-            pa.concat_tables([b.dead_letters for b in batches]),
-        )
+        return self._fastavro_batch(decoded.records, block, first, detail)
 
     def _salvage(self, block: _Block, first: int) -> tuple[EventBatch, int]:
         """A stretch with broken framing: decode what can be, dead-letter the rest."""
@@ -765,17 +750,10 @@ class _FileReader:
             else _Decoded(error="no data")
         )
         k = len(decoded.records)
-        self.decoded_by_fastavro += k
         complete = decoded.error is None and claimed > 0 and k == claimed
         # a dead letter gets an index of its own: source_index stays unique in the file
         advance = max(k, claimed) if complete else max(k + 1, claimed)
-        events = _project(
-            _records_to_table(decoded.records, self.writer_fields),
-            np.arange(first, first + k, dtype=np.int64),
-            self.source_file,
-            self.reader,
-        )
-        dead: list[dict[str, Any]] = []
+        detail = None
         if not complete:
             claim = (
                 f"its block header claims {claimed} records, so later record indexes assume "
@@ -790,10 +768,6 @@ class _FileReader:
                 f"decode ({decoded.error or 'record count unknown'}); {claim}; payload is the "
                 "raw stretch of the file"
             )
-            dead = _stretch_dead_letters(
-                self.buf, block.start, block.end, first + k, self.source_file, detail
-            )
-            log.warning("%s: %s", self.source_file, detail)
         else:
             log.warning(
                 "%s: damaged framing at file bytes %d-%d (%s); all %d records salvaged",
@@ -803,12 +777,32 @@ class _FileReader:
                 block.error,
                 k,
             )
-        batches = list(self._validated(events, dead, [block], [first], decoded.records))
-        batch = EventBatch(
+        return self._fastavro_batch(decoded.records, block, first, detail), advance
+
+    def _fastavro_batch(
+        self, records: list[dict[str, Any]], block: _Block, first: int, detail: str | None
+    ) -> EventBatch:
+        """The records fastavro decoded from ``block`` (indexes from ``first``), and,
+        when ``detail`` says why, one dead letter for the rest of the block's bytes."""
+        k = len(records)
+        self.decoded_by_fastavro += k
+        events = _project(
+            _records_to_table(records, self.writer_fields),
+            np.arange(first, first + k, dtype=np.int64),
+            self.source_file,
+            self.reader,
+        )
+        dead: list[dict[str, Any]] = []
+        if detail is not None:
+            dead = _stretch_dead_letters(
+                self.buf, block.start, block.end, first + k, self.source_file, detail
+            )
+            log.warning("%s: %s", self.source_file, detail)
+        batches = list(self._validated(events, dead, [block], [first], records))
+        return EventBatch(
             pa.concat_tables([b.events for b in batches]),
             pa.concat_tables([b.dead_letters for b in batches]),
         )
-        return batch, advance
 
     def _validated(
         self,
