@@ -311,7 +311,10 @@ class ReferenceData:
 
         ``ocns`` are OCN strings; an OCN unknown to this snapshot raises ``ValueError``.
         """
-        return self.with_lnp_codes(tns, _codes_for(ocns, list(self.ocns), "lnp"))
+        codes = self.ocn_codes(ocns)
+        if (codes < 0).any():
+            raise ValueError("lnp: a ported number without an ocn")
+        return self.with_lnp_codes(tns, codes)
 
     def ocn_codes(self, ocns: pa.Array) -> I32:
         """Index in :attr:`ocns` of each OCN string, -1 where null; ``ValueError`` names

@@ -42,6 +42,7 @@ from pipeline.io.wire import (
 )
 from pipeline.rating.codes import Reason
 from pipeline.rating.columns import CALL_EVENT_FIELDS, DEAD_LETTER_SCHEMA, EVENT_SCHEMA
+from tests.unit.events import event
 
 CALL_COLUMNS = [f.name for f in CALL_EVENT_FIELDS]
 EVENTS = realistic_events(300, seed=11)
@@ -50,25 +51,16 @@ SHIPPED = ShippedSchemas()
 
 
 def record(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "call_id": "SW1-42",
-        "revision": 2,
-        "account_id": "ACC-1",
-        "trunk_id": "TRK-1",
-        "direction": "INBOUND",
-        "leg": "ORIGINAL",
-        "calling_number": "+19075550100",
-        "called_number": "+18005551234",
-        "original_calling_number": None,
-        "start_time": datetime(2026, 11, 3, 12, 0, 0, 123456, tzinfo=UTC),
-        "duration_ms": 61_200,
-        "disposition": "ANSWERED",
-        "ani_ii": "27",
-        "sip_response_code": 200,
-        "switch_id": "SW-1",
-    }
-    base.update(changes)
-    return base
+    """The shared test event with a revision, microseconds and an ANI II digit pair."""
+    return event(
+        **{
+            "call_id": "SW1-42",
+            "revision": 2,
+            "start_time": datetime(2026, 11, 3, 12, 0, 0, 123456, tzinfo=UTC),
+            "ani_ii": "27",
+            **changes,
+        }
+    )
 
 
 def sources(n: int, topic: str = "cdr", first: int = 0) -> KafkaSources:
