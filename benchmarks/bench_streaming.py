@@ -24,10 +24,8 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
    on the first ``--baseline-events`` of the same topic; its rows are then compared
    with the service's lake by (partition, offset).
 7. **stage prototypes** -- each stage on real consumed messages, as it is and as
-   prototyped (outputs checked equal), plus the baseline's rating alone.
-8. **prototype loop** -- the service loop re-assembled from the service's pieces with
-   (B), a writer thread and a one-sort split; optionally (F) consume+decode on a second
-   thread. Optional ``--cprofile``: the service under cProfile over the latency topic.
+   prototyped (outputs checked equal), plus the baseline's rating alone. Optional
+   ``--cprofile``: the service under cProfile over the latency topic.
 
 Results: rich tables on stdout and ``benchmarks/results/latest.json``.
 """
@@ -49,9 +47,7 @@ import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,8 +92,7 @@ class Options:
     stop_when_idle_s: float = 8.0
     seed: int = 1
     cprofile: bool = False
-    prototype_loop: bool = True
-    prototype_decode_thread: bool = False
+    full_lnp: bool = True
     workdir: str | None = None
     keep: bool = False
     results: str = str(RESULTS_PATH)
@@ -853,274 +848,6 @@ def compare_lakes(baseline_dir: Path, service_rated: Path) -> dict[str, Any]:
     return {"compared": rows, "missing_in_service": missing, "mismatched_by_field": mismatched}
 
 
-def prototype_loop_child(config: dict[str, Any], out: Any) -> None:
-    """A prototype of the service loop with the suggested changes (spawned child):
-
-    * (B) the whole LNP table in memory: one read of its Arrow copy from Redis per
-      reference-data version, instead of a Lua round trip per batch;
-    * (D) flushes (dead letters acked, Parquet, checkpoint, in the service's order)
-      on one writer thread, overlapped with rating the next batch; the Kafka offset
-      of a finished range is then committed asynchronously by the consumer thread
-      (a synchronous commit from another thread stalls behind ``consume``);
-    * (E) the per-partition split by one stable sort and slices, instead of two
-      filters per partition (the service does the same since commit 5a014e5).
-
-    Everything else is the service's own code. Reports like :func:`service_child`.
-    """
-    _quiet_child(config["log"])
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    import pyarrow as pa
-
-    from pipeline.io import kafka_clients
-    from pipeline.io.dead_letter_topic import DeadLetterProducer
-    from pipeline.io.lake import Lake
-    from pipeline.io.wire import KafkaSources, ShippedSchemas, decode_batch
-    from pipeline.rating.compiled import check_accounts_have_tariffs
-    from pipeline.rating.rate import rate_batch
-    from pipeline.refdata.redis_store import read_reference_from_redis
-    from pipeline.runtime.buffer import PartitionBuffer
-    from pipeline.runtime.checkpoint import Checkpoints, part_name
-    from pipeline.settings import load_settings
-    from pipeline.tariff_files import load_tariff_dir
-
-    s = load_settings(**config["settings"])
-    started = time.monotonic()
-    tariffs = load_tariff_dir(s.tariffs)
-    ref = read_reference_from_redis(s.redis.client())  # (B)
-    check_accounts_have_tariffs(ref, tariffs)
-    consumer = kafka_clients.consumer(s.kafka, s.group)
-    dead_letters = DeadLetterProducer(kafka_clients.producer(s.kafka), s.dead_letter_topic)
-    lake = Lake(s.output)
-    checkpoints = Checkpoints(lake)
-    resolver = ShippedSchemas()
-    buffers: dict[int, PartitionBuffer] = {}
-    latencies: list[npt.NDArray[np.int64]] = []
-    counters = {"consumed": 0, "rated": 0, "dead": 0, "flushes": 0}
-    first_message_at: float | None = None
-    last_flush_at: list[float] = []
-
-    def on_assign(c: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            resume = checkpoints.recover(tp.topic, tp.partition)
-            if resume is not None:
-                tp.offset = resume
-            buffers[tp.partition] = PartitionBuffer(tp.topic, tp.partition)
-        c.assign(partitions)
-        out.put(("assigned", len(partitions)))
-
-    timer = StageTimer()
-
-    def write(
-        topic: str, p: int, rated: Any, dead: Any, first: int, last: int, stamps: Any
-    ) -> tuple[str, int, int]:
-        """Dead letters acked, Parquet durable, checkpoint: then the range is done."""
-        timer.wrap("writer: dead letters", dead_letters.send)(dead)
-        timer.wrap("writer: parquet", lake.write_rated)(rated, part_name(topic, p, first, last))
-        timer.wrap("writer: checkpoint", checkpoints.commit)(topic, p, last)
-        latencies.append(int(time.time() * 1000) - stamps)
-        counters["rated"] += rated.num_rows
-        counters["dead"] += dead.num_rows
-        counters["flushes"] += 1
-        last_flush_at[:] = [time.monotonic()]
-        out.put(("progress", last - first + 1))
-        return topic, p, last
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="writer")  # (D)
-    pending: list[Future[tuple[str, int, int]]] = []
-
-    # Every consumer call stays on the thread that consumes: with confluent-kafka 2.16
-    # a commit from another thread waits for the running consume() (Handle_serialize)
-    # and can deadlock. Finished ranges queue their offsets for that thread.
-    to_commit: deque[tuple[str, int, int]] = deque()
-    consuming_thread = [threading.get_ident()]
-
-    def commit_finished() -> None:
-        from confluent_kafka import TopicPartition
-
-        while to_commit:
-            topic, p, last = to_commit.popleft()
-            consumer.commit(offsets=[TopicPartition(topic, p, last + 1)], asynchronous=True)
-
-    def settle(block: bool) -> None:
-        """Queue the Kafka offsets of finished writes for asynchronous commit; with
-        ``block`` wait until at most 4 writes are in flight."""
-        waited = time.monotonic()
-        while pending and (pending[0].done() or (block and len(pending) > 4)):
-            to_commit.append(pending.pop(0).result())
-        if threading.get_ident() == consuming_thread[0]:
-            commit_finished()
-        timer.add("wait for writer / commit", time.monotonic() - waited)
-
-    def flush(buffer: PartitionBuffer) -> None:
-        rated, dead, first, last, stamps = buffer.take()
-        topic, p = buffer.topic, buffer.partition
-        pending.append(pool.submit(write, topic, p, rated, dead, first, last, stamps))
-        settle(block=True)
-
-    Batch = tuple[Any, Any, Any, Any, Any]
-    first_seen: list[float] = []
-
-    def read_batch() -> Batch | None:
-        """Consume, extract and decode one poll batch (None if nothing came)."""
-        t0 = time.monotonic()
-        polled = consumer.consume(s.batch.poll_max_messages, 0.2)
-        t1 = time.monotonic()
-        timer.consume_calls.append((t0, t1, len(polled)))
-        messages = [m for m in polled if m.error() is None]
-        if not messages:
-            return None
-        if not first_seen:
-            first_seen.append(t1)
-        n = len(messages)
-        values = [m.value() for m in messages]
-        keys = [m.key() for m in messages]
-        partitions = np.fromiter((m.partition() for m in messages), np.int32, n)
-        offsets = np.fromiter((m.offset() for m in messages), np.int64, n)
-        stamps = np.fromiter((m.timestamp()[1] for m in messages), np.int64, n)
-        t2 = time.monotonic()
-        timer.add("extract", t2 - t1)
-        events, decode_dead = decode_batch(
-            values, KafkaSources(s.topic, partitions, offsets), resolver, keys=keys
-        )
-        timer.add("decode", time.monotonic() - t2)
-        return events, decode_dead, partitions, offsets, stamps
-
-    stop = threading.Event()
-    batches: queue.Queue[Batch] = queue.Queue(maxsize=2)
-
-    def reader() -> None:  # (F) consume + decode on their own thread
-        consuming_thread[0] = threading.get_ident()
-        while not stop.is_set():
-            commit_finished()
-            batch = read_batch()
-            while batch is not None and not stop.is_set():
-                try:
-                    batches.put(batch, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-
-    consumer.subscribe([s.topic], on_assign=on_assign)
-    reader_thread = threading.Thread(target=reader, name="reader", daemon=True)
-    if config.get("decode_thread"):
-        reader_thread.start()
-    last_message = time.monotonic()
-    try:
-        while True:
-            if reader_thread.is_alive():
-                waited = time.monotonic()
-                try:
-                    got: Batch | None = batches.get(timeout=0.2)
-                except queue.Empty:
-                    got = None
-                timer.add("wait for reader", time.monotonic() - waited)
-            else:
-                got = read_batch()
-            now = time.monotonic()
-            if got is not None:
-                events, decode_dead, partitions, offsets, stamps = got
-                n = len(partitions)
-                last_message = now
-                first_message_at = first_message_at or now
-                t2 = time.monotonic()
-                result = rate_batch(events, ref, tariffs)
-                t3 = time.monotonic()
-                timer.add("rate", t3 - t2)
-                dead = pa.concat_tables([decode_dead, result.dead_letters])
-                # (E) one stable sort by partition, then slices
-                rated_p = np.asarray(result.rated.column("source_partition").to_numpy())
-                dead_p = np.asarray(dead.column("source_partition").to_numpy())
-                rated_order = np.argsort(rated_p, kind="stable")
-                dead_order = np.argsort(dead_p, kind="stable")
-                rated_sorted = result.rated.take(pa.array(rated_order))
-                dead_sorted = dead.take(pa.array(dead_order)) if dead.num_rows else dead
-                for p in np.unique(partitions).tolist():
-                    buffer = buffers.get(p)
-                    if buffer is None:
-                        continue
-                    lo, hi = np.searchsorted(rated_p[rated_order], [p, p + 1])
-                    dlo, dhi = np.searchsorted(dead_p[dead_order], [p, p + 1])
-                    mine = partitions == p
-                    buffer.add(
-                        rated_sorted.slice(lo, hi - lo),
-                        dead_sorted.slice(dlo, dhi - dlo),
-                        int(offsets[mine].min()),
-                        int(offsets[mine].max()),
-                        stamps[mine],
-                        now,
-                    )
-                counters["consumed"] += n
-                timer.add("split/buffer", time.monotonic() - t3)
-            now = time.monotonic()
-            for buffer in list(buffers.values()):
-                if buffer.due(s.batch, now):
-                    flush(buffer)
-            settle(block=False)
-            if s.stop_when_idle is not None and now - last_message >= s.stop_when_idle:
-                break
-        for buffer in buffers.values():
-            if not buffer.empty:
-                flush(buffer)
-        while pending:
-            pending[0].result()
-            settle(block=False)
-    finally:
-        stop.set()
-        if reader_thread.is_alive():
-            reader_thread.join(30)
-        pool.shutdown(wait=True)
-        consuming_thread[0] = threading.get_ident()
-        commit_finished()
-        consumer.close()
-    out.put(
-        (
-            "done",
-            {
-                "consumed": counters["consumed"],
-                "rated": counters["rated"],
-                "dead_letters": counters["dead"],
-                "flushes": counters["flushes"],
-                "started": started,
-                "first_message_at": first_seen[0] if first_seen else first_message_at,
-                "last_flush_at": last_flush_at[0] if last_flush_at else None,
-                "latency_ms": _percentiles(latencies),
-                "peak_rss_mb": peak_rss_mb(),
-                "cpu_s": process_cpu_s(os.getpid()),
-                "stage_seconds": dict(timer.seconds),
-                "consume_calls": timer.consume_calls,
-            },
-        )
-    )
-
-
-def prototype_loop_phase(
-    env: Env, opts: Options, progress: Bar, produced: int, *, decode_thread: bool = False
-) -> dict[str, Any]:
-    name = "loop-threaded" if decode_thread else "loop"
-    config = {
-        "settings": _settings(env, opts, TOPIC, f"bench-{name}", env.workdir / f"lake-{name}"),
-        "log": str(env.workdir / f"{name}.log"),
-        "decode_thread": decode_thread,
-    }
-    label = "prototype loop (B+D+E+F)" if decode_thread else "prototype loop (B+D+E)"
-    r = _follow(Child(prototype_loop_child, config), progress, label, produced)
-    first, last = r["first_message_at"], r["last_flush_at"]
-    span = (last - first) if first is not None and last is not None else float("nan")
-    stages = {"consume (poll, in span)": _in_span(r["consume_calls"], first, last)}
-    stages.update(r["stage_seconds"])
-    return {
-        "stage_seconds": stages,
-        "events": r["consumed"],
-        "rated": r["rated"],
-        "dead_letters": r["dead_letters"],
-        "cdr_per_s": r["consumed"] / span if span else 0.0,
-        "span_s": span,
-        "peak_rss_mb": r["peak_rss_mb"],
-        "cpu_s": r["cpu_s"],
-    }
-
-
 def cprofile_phase(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
     config = {
         "settings": _settings(
@@ -1354,7 +1081,7 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
             results["setup"] = setup(env, opts, bar)
             results["raw_consume"] = raw_consume_phase(env, opts, bar, results["setup"]["produced"])
             results["service"] = service_phase(env, opts, bar, results["setup"]["produced"])
-            if opts.prototype_loop:
+            if opts.full_lnp:
                 results["service_full_lnp"] = service_phase(
                     env, opts, bar, results["setup"]["produced"], full_lnp=True
                 )
@@ -1372,13 +1099,6 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
                 batch=opts.poll_max_messages,
             )
             bar.update(task, total=1, completed=1)
-            if opts.prototype_loop:
-                produced = results["setup"]["produced"]
-                results["prototype_loop"] = prototype_loop_phase(env, opts, bar, produced)
-            if opts.prototype_decode_thread:
-                results["prototype_loop_threaded"] = prototype_loop_phase(
-                    env, opts, bar, results["setup"]["produced"], decode_thread=True
-                )
             if opts.cprofile:
                 results["cprofile"] = cprofile_phase(env, opts, bar)
     finally:
@@ -1441,23 +1161,8 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
         main.add_row(
             "service + (B) full LNP, CDR/s",
             _fmt(full_lnp["cdr_per_s"]),
-            f"the same service, Enricher.for_batch replaced by the whole LNP table read once; "
+            f"the same service, Enricher.for_numbers replaced by the whole LNP table read once; "
             f"RSS {full_lnp['peak_rss_mb']:,.0f} MB",
-        )
-    loop = results.get("prototype_loop")
-    if loop:
-        main.add_row(
-            "prototype loop (B+D+E) CDR/s",
-            _fmt(loop["cdr_per_s"]),
-            f"{loop['events']:,} events / {loop['span_s']:.2f} s; full LNP in memory, writer "
-            f"thread, one-sort split; RSS {loop['peak_rss_mb']:,.0f} MB",
-        )
-    threaded = results.get("prototype_loop_threaded")
-    if threaded:
-        main.add_row(
-            "prototype loop (B+D+E+F) CDR/s",
-            _fmt(threaded["cdr_per_s"]),
-            "F = consume+decode on a 2nd thread (the GIL serialises it)",
         )
     ratio = results.get("ratio_vs_baseline")
     main.add_row(
@@ -1514,26 +1219,6 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
             )
         console.print(prof)
 
-    for title, loop in (
-        ("Prototype loop (B+D+E): where its time goes", results.get("prototype_loop")),
-        ("Prototype loop (B+D+E+F): where its time goes", results.get("prototype_loop_threaded")),
-    ):
-        if not loop or not loop.get("stage_seconds"):
-            continue
-        table = Table(title=title)
-        table.add_column("stage")
-        table.add_column("seconds", justify="right")
-        table.add_column("us/event", justify="right")
-        table.add_column("share of span", justify="right")
-        for name, secs in loop["stage_seconds"].items():
-            table.add_row(
-                name,
-                f"{secs:.3f}",
-                f"{secs / max(loop['events'], 1) * 1e6:.2f}",
-                f"{secs / loop['span_s']:.0%}" if loop["span_s"] else "-",
-            )
-        console.print(table)
-
     protos = results.get("prototypes")
     if protos:
         proto = Table(
@@ -1587,16 +1272,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--stop-when-idle", type=float, default=d.stop_when_idle_s)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cprofile", action="store_true", help="also run the service under cProfile")
-    p.add_argument(
-        "--no-prototype-loop",
-        action="store_true",
-        help="skip the service + (B) run and the prototype loop",
-    )
-    p.add_argument(
-        "--prototype-decode-thread",
-        action="store_true",
-        help="also run the prototype loop with consume+decode on a second thread (F)",
-    )
+    p.add_argument("--no-full-lnp", action="store_true", help="skip the service + (B) run")
     p.add_argument("--workdir", default=None, help="keep inputs and lakes here")
     p.add_argument("--keep", action="store_true", help="do not delete the temporary workdir")
     p.add_argument("--results", default=str(RESULTS_PATH), help="JSON output path")
@@ -1607,8 +1283,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         latency_rate=a.latency_rate, prototype_events=a.prototype_events,
         poll_max_messages=a.poll_max_messages, max_age_s=a.max_age,
         stop_when_idle_s=a.stop_when_idle, seed=a.seed, cprofile=a.cprofile,
-        prototype_loop=not a.no_prototype_loop,
-        prototype_decode_thread=a.prototype_decode_thread,
+        full_lnp=not a.no_full_lnp,
         workdir=a.workdir, keep=a.keep, results=a.results,
     )  # fmt: skip
 

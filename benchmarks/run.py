@@ -77,9 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"service+B {full_lnp['cdr_per_s']:>12,.0f} CDR/s  (whole LNP table in memory)"
         )
-    loop = results.get("prototype_loop")
-    if loop:
-        console.print(f"prototype {loop['cdr_per_s']:>12,.0f} CDR/s  (service loop with B+D+E)")
     console.print(
         f"ratio     {ratio or 0:>12.1f}x      (target {t['ratio_vs_baseline']:.0f}x: "
         f"{'met' if t['ratio_met'] else 'NOT met'})"
