@@ -1,5 +1,6 @@
-"""The enricher's direct-mapped LNP cache (issue 3, item 4): whatever it evicts, a
-number it reports as found carries the answer last stored for that number."""
+"""The enricher's direct-mapped LNP cache (issue 3, item 4), which serves R-CARRIER's
+ported-number step: whatever it evicts, a number it reports as found carries the
+answer last stored for that number."""
 
 from __future__ import annotations
 

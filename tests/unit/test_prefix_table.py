@@ -38,7 +38,8 @@ def test_longest_prefix_matches_brute_force(
 
 
 def test_sample_blocklist_lengths_straddle_the_dense_width() -> None:
-    """Prefixes of 3 and 7 digits: a 7-digit one wins over a shorter one it extends."""
+    """R10 FRAUD_SUSPECT prefixes of 3 and 7 digits: a 7-digit one wins over a shorter
+    one it extends."""
     table = PrefixTable.build(["187", "1876555"], [0, 1])
     assert DENSE_DIGITS < 7
     numbers = np.asarray([18765550100, 18765560100, 18865550100], dtype=np.int64)

@@ -116,8 +116,9 @@ def test_rating_any_split_equals_rating_the_whole(
 def test_numbers_parsed_by_the_caller_give_the_same_records(
     evs: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    """The streaming service parses the number columns once (for enrichment) and hands
-    them to rate_batch: the records, dead letters included, are the same."""
+    """R1-R10 with pre-parsed numbers: the streaming service parses the number columns
+    once (for enrichment) and hands them to rate_batch; the records and the R1 dead
+    letters are the same as when rate_batch parses them itself."""
     if evs:  # some invalid rows, so the parsed numbers are filtered with the events
         bad = data.draw(st.integers(0, len(evs) - 1))
         evs[bad] = {**evs[bad], "account_id": "ACC-NOPE"}
