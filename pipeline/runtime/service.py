@@ -150,9 +150,6 @@ class _Batch:
     main_seconds: float = 0.0
 
 
-#: Batches polled and decoding (each on its own decode thread) while an earlier one
-#: is rated.
-STAGED_BATCHES = 1
 #: Writes that may wait for the writer thread before consumption pauses.
 MAX_INFLIGHT = 2
 #: How long a revocation waits for pending writes before abandoning their retries.
@@ -226,8 +223,7 @@ class StreamingService:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         # The batch just polled is decoded on one thread, and its LNP looked up in Redis
         # on another, while this thread rates the batch before it (see :meth:`run`).
-        self.staged_batches = STAGED_BATCHES
-        self._decoder = ThreadPoolExecutor(max_workers=STAGED_BATCHES, thread_name_prefix="decode")
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
         self._lookup = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup")
         self._inflight: deque[Future[tuple[str, int, int] | None]] = deque()
         self._abort = threading.Event()
@@ -355,35 +351,37 @@ class StreamingService:
         thread) and :meth:`_complete` (main thread: rate, buffer). The batch polled now
         is decoded while the one before it waits for Redis and the one before that is
         rated, so the Redis round trip and the GIL-free parts of decoding overlap
-        rating. At most one batch is staged at a time.
+        rating. One batch is staged at a time (two, with two decode threads, measured
+        no better).
         """
         check_accounts_have_tariffs(self.enricher.snapshot(), self.tariffs)
         s = self.settings
         self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         last_message = time.monotonic()
-        pending: deque[_Batch] = deque()
+        pending: _Batch | None = None  # polled and decoding while the previous one is rated
         try:
             while not self.stopping.is_set():
                 self.last_tick = time.monotonic()
                 messages = self.consumer.consume(s.batch.poll_max_messages, 0.2)
                 now = time.monotonic()
                 good = self._usable(messages)
+                staged = None
                 if good:
                     last_message = now
-                    pending.append(self._stage(good))
-                # rate the oldest batch once enough are staged behind it, or all of
-                # them when a poll brings nothing (no batch waits for more traffic)
-                while pending and (len(pending) > self.staged_batches or not good):
-                    self._complete(pending.popleft())
+                    staged = self._stage(good)
+                if pending is not None:
+                    self._complete(pending)
+                pending = staged
                 now = time.monotonic()
                 self._flush_due(now)
                 self._maybe_update_lag(now)
                 idle = time.monotonic() - last_message
-                if s.stop_when_idle is not None and idle >= s.stop_when_idle and not pending:
+                if s.stop_when_idle is not None and idle >= s.stop_when_idle and pending is None:
                     LOG.info("idle for %.1f s: stopping", idle)
                     break
-            while pending:  # a clean stop rates what was polled
-                self._complete(pending.popleft())
+            if pending is not None:  # a clean stop rates what was polled
+                batch, pending = pending, None
+                self._complete(batch)
         finally:
             try:
                 self._shutdown()
