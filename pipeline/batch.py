@@ -35,8 +35,8 @@ from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.cycle import close_cycle
 from pipeline.rating.rate import rate_batch
+from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
-from pipeline.refdata.model import ReferenceData
 
 Progress = Callable[[int], None]
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from pipeline.errors import ConfigError, InfrastructureError, PipelineError
 from pipeline.observability import LOG, console, setup_logging
-from pipeline.refdata.model import ReferenceData
+from pipeline.rating.reference import ReferenceData
 from pipeline.settings import RedisSettings, Settings
 
 DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"

@@ -17,8 +17,8 @@ import numpy.typing as npt
 from pipeline.errors import ConfigError
 from pipeline.rating.codes import REGION_CODE, REGIONS, IncrementClass
 from pipeline.rating.money import to_micro
+from pipeline.rating.reference import PrefixTable, ReferenceData
 from pipeline.rating.tariffs import Tariff, TariffBook, TariffVersion
-from pipeline.refdata.model import PrefixTable, ReferenceData
 
 I64 = npt.NDArray[np.int64]
 INCREMENT_CLASSES: tuple[str, ...] = tuple(c.value for c in IncrementClass)

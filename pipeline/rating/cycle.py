@@ -32,8 +32,8 @@ import pyarrow.compute as pc
 from pipeline.rating.codes import CallClass, Flag, LineType
 from pipeline.rating.columns import INVOICE_LINE_SCHEMA
 from pipeline.rating.money import round_cents
+from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook, TariffVersion
-from pipeline.refdata.model import ReferenceData
 
 SIXTY = Decimal(60)
 _QUANTITY = Decimal("0.000001")

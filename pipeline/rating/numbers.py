@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.rating.codes import REGION_CODE, TOLL_FREE_NPAS, Region
-from pipeline.refdata.model import UNKNOWN_CATEGORY, ReferenceData
+from pipeline.rating.reference import UNKNOWN_CATEGORY, ReferenceData
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]

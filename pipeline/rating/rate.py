@@ -40,6 +40,7 @@ from pipeline.rating.numbers import (
     region_of,
     state_of,
 )
+from pipeline.rating.reference import ReferenceData
 from pipeline.rating.rules import (
     CALL_CLASSES,
     FLAGS,
@@ -58,7 +59,6 @@ from pipeline.rating.rules import (
     r10_short_call,
 )
 from pipeline.rating.tariffs import TariffBook
-from pipeline.refdata.model import ReferenceData
 
 I64 = npt.NDArray[np.int64]
 BOOL = npt.NDArray[np.bool_]

@@ -30,7 +30,7 @@ import pyarrow.csv as pacsv
 
 from pipeline.errors import ReferenceDataError
 from pipeline.rating.codes import NANP_REGIONS, OCN_CATEGORIES
-from pipeline.refdata.model import ReferenceData
+from pipeline.rating.reference import ReferenceData
 
 #: Table name (as passed to :meth:`ReferenceData.from_tables`) -> (file name, columns).
 REFERENCE_FILES: Mapping[str, tuple[str, tuple[str, ...]]] = {

@@ -55,13 +55,13 @@ import redis
 from redis.typing import EncodableT
 
 from pipeline.errors import ReferenceStoreError
+from pipeline.rating.reference import ReferenceData
 from pipeline.refdata.files import (
     REFERENCE_FILES,
     build_reference_data,
     directory_version,
     read_reference_set,
 )
-from pipeline.refdata.model import ReferenceData
 
 log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
 

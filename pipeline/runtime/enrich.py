@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from pipeline.rating.numbers import EventNumbers
 from pipeline.rating.rate import origin_numbers
-from pipeline.refdata.model import ReferenceData
+from pipeline.rating.reference import ReferenceData
 from pipeline.refdata.redis_store import RedisReferenceReader
 
 I64 = npt.NDArray[np.int64]

@@ -51,8 +51,8 @@ from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.numbers import EventNumbers, parse_event_numbers
 from pipeline.rating.rate import rate_batch
+from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
-from pipeline.refdata.model import ReferenceData
 from pipeline.runtime.buffer import PartitionBuffer
 from pipeline.runtime.checkpoint import Checkpoints, part_name
 from pipeline.runtime.enrich import Enricher, origin_tns

@@ -13,7 +13,7 @@ import redis
 from pipeline.generate import generate_events
 from pipeline.rating.numbers import locate
 from pipeline.rating.rate import origin_numbers
-from pipeline.refdata.model import ReferenceData
+from pipeline.rating.reference import ReferenceData
 from pipeline.refdata.redis_store import (
     RedisReferenceReader,
     load_to_redis,

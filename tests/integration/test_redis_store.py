@@ -20,6 +20,7 @@ from redis.retry import Retry
 from pipeline.embedded import EmbeddedRedis, embedded_redis
 from pipeline.errors import ReferenceDataError, ReferenceStoreError
 from pipeline.rating.codes import REGIONS
+from pipeline.rating.reference import ReferenceData
 from pipeline.refdata.files import (
     SAMPLE_REFDATA_DIR,
     directory_version,
@@ -27,7 +28,6 @@ from pipeline.refdata.files import (
     read_reference_tables,
 )
 from pipeline.refdata.generate import generate_reference_dir
-from pipeline.refdata.model import ReferenceData
 from pipeline.refdata.redis_store import (
     Keys,
     RedisReferenceReader,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pipeline.refdata.model import ReferenceData
+from pipeline.rating.reference import ReferenceData
 
 
 def _t(**cols: list[str]) -> pa.Table:

@@ -31,9 +31,9 @@ from benchmarks.baseline import (
 from pipeline.generate import generate_events
 from pipeline.rating.columns import EVENT_SCHEMA
 from pipeline.rating.rate import rate_batch
+from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
-from pipeline.refdata.model import ReferenceData
 from pipeline.tariff_files import DEFAULT_TARIFFS_DIR, load_tariff_dir
 
 N_EVENTS = 20_000

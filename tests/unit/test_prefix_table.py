@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.refdata.model import DENSE_DIGITS, PrefixTable
+from pipeline.rating.reference import DENSE_DIGITS, PrefixTable
 
 PREFIXES = st.lists(st.from_regex(r"[1-9][0-9]{0,8}", fullmatch=True), min_size=1, max_size=12)
 NUMBERS = st.lists(st.from_regex(r"[1-9][0-9]{0,15}", fullmatch=True) | st.none(), max_size=60)

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.errors import ReferenceDataError
 from pipeline.rating.codes import CATEGORY_NAMES, OCN_CATEGORIES, REGIONS, Region
+from pipeline.rating.reference import ReferenceData
 from pipeline.refdata.files import (
     REFERENCE_FILES,
     SAMPLE_REFDATA_DIR,
@@ -20,7 +21,6 @@ from pipeline.refdata.files import (
     read_reference_tables,
 )
 from pipeline.refdata.generate import generate_reference_dir
-from pipeline.refdata.model import ReferenceData
 
 
 @pytest.fixture(scope="module")

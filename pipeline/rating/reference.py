@@ -1,5 +1,8 @@
 """The in-memory reference-data snapshot read by the pure rating core.
 
+The core owns this model; the adapters in :mod:`pipeline.refdata` (files, Redis)
+build it, and nothing here imports them.
+
 A :class:`ReferenceData` is immutable and built once from validated string tables
 (:meth:`ReferenceData.from_tables`). All lookups are vectorized: keys are integers
 (NANP digits as ``int64``) held in sorted arrays and probed with
