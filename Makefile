@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system-deps demo test lint typecheck unit bench clean
+.PHONY: setup system-deps demo test lint typecheck unit install-check bench clean
 
 # Debian tools some tests drive: docker-compose validates deploy/compose.yaml offline,
 # chromium renders the cycle report, redis-server (built with TLS) serves the
@@ -31,8 +31,8 @@ demo: setup
 	$(BIN)/cdr-pipeline demo
 
 lint: setup
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks setup.py
+	$(BIN)/ruff format --check pipeline tests benchmarks setup.py
 
 typecheck: setup
 	$(BIN)/mypy
@@ -40,11 +40,22 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest -q tests/unit
 
-test: system-deps lint typecheck
+# A normal (non-editable) install into a fresh virtualenv, run from outside the
+# checkout: the wheel must carry its schemas, tariffs and sample reference data.
+INSTALL_CHECK := $(CURDIR)/.install-check
+install-check:
+	rm -rf $(INSTALL_CHECK) && $(PYTHON) -m venv $(INSTALL_CHECK)/venv
+	$(INSTALL_CHECK)/venv/bin/pip install --quiet --disable-pip-version-check . 2>&1 | grep -v "is ignored: it is neither" || true
+	cd $(INSTALL_CHECK) && venv/bin/python -c "import pipeline, sys; sys.exit('editable install picked up' if '$(CURDIR)/pipeline' in pipeline.__file__ else 0)"
+	cd $(INSTALL_CHECK) && venv/bin/cdr-pipeline demo --batch --events 20000 --workdir demo > demo.log 2>&1 || (cat $(INSTALL_CHECK)/demo.log; exit 1)
+	@echo "install-check: non-editable install ran 'cdr-pipeline demo --batch'"
+	rm -rf $(INSTALL_CHECK)
+
+test: system-deps lint typecheck install-check
 	$(BIN)/pytest -q
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info .install-check

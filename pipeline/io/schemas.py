@@ -1,7 +1,10 @@
 """The Avro schemas shipped in ``schemas/`` and schemaless (datum) encoding.
 
-``schemas/`` sits at the repository root (``Path(__file__).resolve().parents[2]``).
-Parsed schemas are cached: callers must not mutate what they get back.
+The top-level ``schemas/`` of the repository is the source of truth. A built package
+(wheel, or ``pip install .``) carries a copy as ``pipeline/schemas/`` (``setup.py``
+maps it at build time); a source checkout (editable install, ``PYTHONPATH``) reads the
+top-level directory itself. Parsed schemas are cached: callers must not mutate what
+they get back.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from typing import Any
 
 import fastavro
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+def _schemas_dir() -> Path:
+    """``pipeline/schemas`` of an installed package, else the checkout's ``schemas/``."""
+    packaged = Path(__file__).resolve().parents[1] / "schemas"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "schemas"
+
+
+SCHEMAS_DIR = _schemas_dir()
 CALL_EVENT_SCHEMA_FILE = SCHEMAS_DIR / "call_event.avsc"
 
 

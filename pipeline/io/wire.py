@@ -101,7 +101,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import fastavro
@@ -113,6 +112,7 @@ import pyarrow.compute as pc
 from fastavro.schema import load_schema, to_parsing_canonical_form
 
 from pipeline.errors import ConfigError, DataError, InfrastructureError
+from pipeline.io.schemas import SCHEMAS_DIR
 from pipeline.rating.codes import Reason
 from pipeline.rating.columns import CALL_EVENT_FIELDS, DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 
@@ -128,7 +128,6 @@ MAX_SCHEMA_ID = 2**31 - 1
 CALL_EVENT_SCHEMA_ID = 1
 #: The fixed id table of :class:`ShippedSchemas` (never renumber; append new versions).
 SHIPPED_SCHEMA_FILES: Mapping[int, str] = {CALL_EVENT_SCHEMA_ID: "call_event.avsc"}
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]

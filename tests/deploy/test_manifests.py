@@ -805,9 +805,16 @@ def test_dockerfile_is_sound() -> None:
             )
 
 
-def test_schemas_sit_where_the_in_place_install_expects_them() -> None:
-    """The image installs the project in place at /app because the code finds
-    ``schemas/`` beside the package (deploy/Dockerfile); moving it means changing both."""
+def test_image_installs_the_package_not_the_checkout() -> None:
+    """The image installs the project as a package (not editable): ``setup.py`` maps
+    the top-level ``schemas/`` into the package, and the Dockerfile copies it."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert "--editable" not in text
+    assert "\nRUN pip install --no-deps . " in text
+    assert re.search(r"^COPY pyproject.toml setup.py", text, re.MULTILINE)
+    setup = (REPO / "setup.py").read_text(encoding="utf-8")
+    assert '"pipeline.schemas": "schemas"' in setup
+    # In a checkout the code reads the source of truth itself.
     package_root = Path(pipeline.__file__).resolve().parent
-    assert package_root.parent / "schemas" == SCHEMAS_DIR
+    assert SCHEMAS_DIR in (package_root / "schemas", package_root.parent / "schemas")
     assert (SCHEMAS_DIR / "call_event.avsc").is_file()
