@@ -17,8 +17,6 @@ duplicating.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,20 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import SinkError
+from pipeline.io.atomic import AtomicFile
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
 
 RATED = "rated_calls"
 DEAD = "dead_letters"
 INVOICES = "invoice_lines"
 PARTITION = "billing_cycle"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 #: Columns whose min/max statistics help readers prune (times, ids, classes, money);
@@ -65,10 +56,8 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
 
     Raises :class:`SinkError` if the filesystem refuses.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as fh:
+        with AtomicFile(path) as fh:
             pq.write_table(
                 table,
                 fh,
@@ -77,13 +66,7 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
                 write_statistics=[c for c in STATISTICS if c in table.column_names],
                 use_dictionary=[c for c in table.column_names if c not in PLAIN],
             )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

@@ -17,12 +17,12 @@ moment leaves every event in the lake exactly once.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import SinkError
+from pipeline.io.atomic import write_bytes_atomic
 from pipeline.io.lake import RATED, Lake
 
 _PART = re.compile(
@@ -64,19 +64,9 @@ class Checkpoints:
     def commit(self, topic: str, partition: int, last: int) -> None:
         """Record ``last`` as durable (atomic replace + fsync). Raises :class:`SinkError`."""
         path = self._file(topic, partition)
-        tmp = path.with_name(f".{path.name}.tmp")
+        doc = {"topic": topic, "partition": partition, "last_offset": last}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with tmp.open("w", encoding="utf-8") as fh:
-                json.dump({"topic": topic, "partition": partition, "last_offset": last}, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_bytes_atomic(path, json.dumps(doc).encode("utf-8"))
         except OSError as exc:
             raise SinkError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from exc
 
