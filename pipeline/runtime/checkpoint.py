@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import SinkError
-from pipeline.io.atomic import write_bytes_atomic
+from pipeline.io.atomic import temporary_name, write_bytes_atomic
 from pipeline.io.lake import RATED, Lake
 
 _PART = re.compile(
@@ -93,4 +93,5 @@ class Checkpoints:
         if base.is_dir():  # temporary files of a writer killed mid-write
             for tmp in base.glob(f"*/.{topic}+{partition:05d}+*.tmp"):
                 tmp.unlink(missing_ok=True)
+        temporary_name(self._file(topic, partition)).unlink(missing_ok=True)
         return None if last is None else last + 1

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from pipeline.errors import ReferenceStoreError
 from pipeline.rating.numbers import EventNumbers
 from pipeline.rating.rate import origin_numbers
 from pipeline.rating.reference import ReferenceData
@@ -158,7 +159,9 @@ class Enricher:
                 codes[~known] = found
             ported = codes >= 0
             return snapshot.with_lnp_codes(tns[ported], codes[ported])
-        raise RuntimeError("reference data version kept changing during one batch")
+        # Reloads outpaced three attempts: a transient state of the store, so the
+        # service pauses and retries like any Redis outage (never a crash).
+        raise ReferenceStoreError("reference data version kept changing during one batch")
 
     @property
     def hit_rate(self) -> float:
