@@ -25,6 +25,7 @@ from pipeline.rating.codes import (
     Region,
 )
 from pipeline.rating.columns import (
+    CALL_EVENT_FIELDS,
     DEAD_LETTER_SCHEMA,
     EVENT_SCHEMA,
     RATED_SCHEMA,
@@ -73,6 +74,14 @@ ENUMS = {
     "leg": ("ORIGINAL", "FORWARDED"),
     "disposition": ("ANSWERED", "BUSY", "NO_ANSWER", "FAILED", "CANCELLED"),
 }
+#: Optional string fields (every string field of a call event that is neither required
+#: nor an enum: calling_number, original_calling_number, ani_ii, switch_id). The empty
+#: string in one of them is absent, exactly like null (R1), and is stored as null.
+OPTIONAL_STRINGS: tuple[str, ...] = tuple(
+    f.name
+    for f in CALL_EVENT_FIELDS
+    if pa.types.is_string(f.type) and f.name not in REQUIRED and f.name not in ENUMS
+)
 _REGION_NAMES = pa.array(REGIONS, type=pa.string())
 _UNKNOWN_REGION = REGION_CODE[Region.UNKNOWN]
 
@@ -99,6 +108,20 @@ def conform(events: pa.Table) -> pa.Table:
         else:
             columns.append(pa.nulls(events.num_rows, f.type))
     return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+
+
+def blank_to_null(events: pa.Table) -> pa.Table:
+    """R1: the empty string in an :data:`OPTIONAL_STRINGS` field becomes null (switches
+    write ``""`` for "not provided"). ``events`` conforms to :data:`EVENT_SCHEMA`."""
+    for name in OPTIONAL_STRINGS:
+        col = events.column(name)
+        blank = pc.equal(col, "")
+        if pc.any(blank).as_py():
+            i = events.schema.get_field_index(name)
+            events = events.set_column(
+                i, name, pc.if_else(blank, pa.scalar(None, pa.string()), col)
+            )
+    return events
 
 
 def _np(col: pa.ChunkedArray | pa.Array, fill: object) -> npt.NDArray[np.generic]:
@@ -205,11 +228,13 @@ def rate_batch(
     batch mode; the resolved subset in streaming mode). ``numbers`` are the batch's
     parsed number columns when the caller already has them
     (:func:`~pipeline.rating.numbers.parse_event_numbers` of the same ``events``).
+    An optional string field holding ``""`` is rated and stored as null (R1, see
+    :func:`blank_to_null`).
     Never raises for bad data: invalid events become dead letters (R1). Raises
     ``ConfigError`` only if an account names a tariff that is not loaded, and
     ``ValueError`` if ``numbers`` has another length than ``events``.
     """
-    events = conform(events)
+    events = blank_to_null(conform(events))
     book = compiled(tariffs)
     if numbers is None:
         numbers = parse_event_numbers(events)

@@ -198,6 +198,11 @@ EDGE_CASES: dict[str, dict[str, Any]] = {
     "ported caller": {"calling_number": "+12012458428"},
     "6,000 ms": {"duration_ms": 6000},
     "6,001 ms": {"duration_ms": 6001},
+    "forwarded, empty original caller": {
+        **FWD, "original_calling_number": "", "called_number": "+13125550199",
+    },
+    "empty calling number": {"calling_number": ""},
+    "empty ani_ii and switch_id": {"ani_ii": "", "switch_id": "", "duration_ms": 1},
 }  # fmt: skip
 
 
@@ -289,9 +294,14 @@ WEEK_MS = 7 * 24 * 3600 * 1000
          {"reason": "IMPLAUSIBLE_DURATION"}),
         ({"account_id": "ACC-9999", "called_number": "12125550100"},
          {"reason": "MALFORMED_CALLED_NUMBER"}),
+        # R1/R6: "" is absent: a FORWARDED leg falls back to calling_number (NY -> IL)
+        ({**FWD, "original_calling_number": "", "called_number": "+13125550199"},
+         {"origin_region": "US48", "jurisdiction": "INTERSTATE", "flags": [],
+          "original_calling_number": None}),
     ],
     ids=["fwd-original-blocked", "orig-leg-original-ignored", "7-days", "7-days+1ms",
-         "2e16-ms", "int64-max-ms", "implausible-before-malformed", "malformed-before-account"],
+         "2e16-ms", "int64-max-ms", "implausible-before-malformed", "malformed-before-account",
+         "fwd-empty-original"],
 )  # fmt: skip
 def test_decided_corner_cases(
     oracle: Oracle, fields: dict[str, Any], expected: dict[str, Any]
