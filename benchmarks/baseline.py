@@ -38,7 +38,9 @@ Where the spec is silent, this file follows the decisions the project wrote down
   original caller of a FORWARDED leg) matches a blocklist prefix; only well-formed
   numbers are matched.
 * optional string fields (calling_number, original_calling_number, ani_ii, switch_id)
-  holding ``""`` are absent like null (the spec's R1) and the record stores null.
+  holding ``""`` are absent like null (the spec's R1) and the record stores null;
+* an ani_ii that is not exactly two ASCII digits is ignored by R8, stored as null and
+  flagged ANI_II_INVALID.
 
 Phone numbers are never logged or put into exception messages here.
 """
@@ -73,6 +75,8 @@ ENUM_SYMBOLS: Mapping[str, frozenset[str]] = {
 }
 #: Optional string fields: ``""`` in one of them is absent (R1).
 OPTIONAL_STRINGS = ("calling_number", "original_calling_number", "ani_ii", "switch_id")
+#: [decision] R8: a usable ANI II is two ASCII digits.
+_ANI_II = re.compile(r"[0-9]{2}", re.ASCII)
 #: [decision] R1: a leg longer than this is a switch error (``IMPLAUSIBLE_DURATION``).
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 MICRO = Decimal("0.000001")
@@ -306,6 +310,10 @@ def rate_event(
     if dead is not None:
         return dead
     optional = {k: None if event.get(k) == "" else event.get(k) for k in OPTIONAL_STRINGS}
+    ani_ii = optional["ani_ii"]
+    ani_ii_invalid = ani_ii is not None and not _ANI_II.fullmatch(str(ani_ii))
+    if ani_ii_invalid:
+        optional["ani_ii"] = None
     account = refs.accounts[event["account_id"]]
     start = _utc(event["start_time"])
     tariff = book[account.tariff_id]
@@ -417,6 +425,8 @@ def rate_event(
         flags.append("SHORT_CALL")
     if any(blocklisted(num, refs) for num in (calling, called, origin)):
         flags.append("FRAUD_SUSPECT")
+    if ani_ii_invalid:
+        flags.append("ANI_II_INVALID")
 
     return {
         "call_id": event["call_id"],

@@ -82,6 +82,9 @@ OPTIONAL_STRINGS: tuple[str, ...] = tuple(
     for f in CALL_EVENT_FIELDS
     if pa.types.is_string(f.type) and f.name not in REQUIRED and f.name not in ENUMS
 )
+#: R8: ANI II is two ASCII digits. Anything else is treated as absent, stored as null
+#: (it is free text that may hold a phone number) and flagged ANI_II_INVALID.
+ANI_II_PATTERN = r"^[0-9]{2}$"
 _REGION_NAMES = pa.array(REGIONS, type=pa.string())
 _UNKNOWN_REGION = REGION_CODE[Region.UNKNOWN]
 
@@ -229,7 +232,8 @@ def rate_batch(
     parsed number columns when the caller already has them
     (:func:`~pipeline.rating.numbers.parse_event_numbers` of the same ``events``).
     An optional string field holding ``""`` is rated and stored as null (R1, see
-    :func:`blank_to_null`).
+    :func:`blank_to_null`); an ``ani_ii`` that is not two ASCII digits is ignored by R8,
+    stored as null and flagged ANI_II_INVALID.
     Never raises for bad data: invalid events become dead letters (R1). Raises
     ``ConfigError`` only if an account names a tariff that is not loaded, and
     ``ValueError`` if ``numbers`` has another length than ``events``.
@@ -330,7 +334,12 @@ def _rate_valid(
             combo[rows], called.digits[rows], called.ndigits[rows], dest_region[rows], book
         )
     usage = r7_usage_charge(billable_seconds, rate)
-    payphone = r8_payphone(is_tf, ev.column("ani_ii").combine_chunks(), combo, book)
+    # R8 needs two ASCII digits; anything else is absent, null in the record and flagged.
+    ani_ii = ev.column("ani_ii").combine_chunks()
+    ani_ok = pc.match_substring_regex(ani_ii, ANI_II_PATTERN)
+    ani_invalid = ~_np(ani_ok, True).astype(np.bool_)
+    ani_ii = pc.if_else(ani_ok, ani_ii, pa.scalar(None, pa.string()))
+    payphone = r8_payphone(is_tf, ani_ii, combo, book)
     surcharge = np.where(payphone, book.payphone_surcharge[combo], 0).astype(np.int64)
     total = r9_total(usage, surcharge)
 
@@ -350,6 +359,7 @@ def _rate_valid(
         "JURISDICTION_INDETERMINATE": juris.indeterminate,
         "SHORT_CALL": r10_short_call(billable, seconds, combo, book),
         "FRAUD_SUSPECT": blocked,
+        "ANI_II_INVALID": ani_invalid,
     }
     flags = _flag_lists(
         np.column_stack([flag_masks[f] for f in FLAGS]) if n else np.zeros((0, len(FLAGS)), bool)
@@ -375,7 +385,7 @@ def _rate_valid(
         "billing_cycle": _take(month_names, month_idx.reshape(-1)),
         "disposition": ev.column("disposition"),
         "duration_ms": ev.column("duration_ms"),
-        "ani_ii": ev.column("ani_ii"),
+        "ani_ii": ani_ii,
         "sip_response_code": ev.column("sip_response_code"),
         "switch_id": ev.column("switch_id"),
         "call_class": _take(pa.array(CALL_CLASSES), call_class),

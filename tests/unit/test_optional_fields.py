@@ -1,9 +1,11 @@
-"""Empty optional fields (issue 10, item 1; R1, R6, R8).
+"""Empty optional fields and ANI II validation (issue 10, items 1 and 4; R1, R6, R8, R10).
 
 Switches write ``""`` for "not provided": an optional string field holding ``""`` is
 rated and stored exactly like null (R1), on the batch path (an Avro file through
 ``cdr-pipeline rate``) and on the streaming path (wire decode, numbers parsed on the
-decode thread, the enricher's LNP subset, then the core).
+decode thread, the enricher's LNP subset, then the core). An ``ani_ii`` that is not
+two ASCII digits is ignored by R8, stored as null (it is free text that can carry a
+phone number) and flagged ANI_II_INVALID; the call is still rated.
 
 The hypothesis property over every optional field is in ``test_rating_properties.py``.
 """
@@ -19,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.io.avro_files import write_events
@@ -111,6 +115,58 @@ def test_r1_empty_required_fields_still_dead_letter() -> None:
     assert result.dead_letters.column("reason").to_pylist() == ["MISSING_FIELD"] * 2
 
 
+# ---------------------------------------------------------------- R8, R10: ANI II
+
+
+@pytest.mark.parametrize(
+    "ani",
+    ["+12125550104", "\u0662\u0667", "\uff12\uff17", "7", "270", " 27", "27 ", "27\n", "2a", "x"],
+)
+def test_r8_an_ani_ii_that_is_not_two_ascii_digits_is_ignored_nulled_and_flagged(
+    ani: str,
+) -> None:
+    """R8/R10: an ani_ii that is not exactly two ASCII digits (a phone number,
+    Arabic-Indic or full-width digits, one or three digits, blanks) does not make a
+    payphone, is not stored (CPNI), and the call is rated with flag ANI_II_INVALID."""
+    r = one(event(calling_number="+12125550100", duration_ms=1, ani_ii=ani))
+    assert r["ani_ii"] is None
+    assert r["surcharge"] == D("0")
+    assert r["flags"] == ["SHORT_CALL", "ANI_II_INVALID"]
+    assert r["total_charge"] == r["usage_charge"] == D("0.001500")
+
+
+@pytest.mark.parametrize(
+    ("ani", "stored", "flags"),
+    [
+        ("27", "27", ["PAYPHONE", "SHORT_CALL"]),
+        ("70", "70", ["PAYPHONE", "SHORT_CALL"]),
+        ("29", "29", ["SHORT_CALL"]),
+        ("00", "00", ["SHORT_CALL"]),
+        ("", None, ["SHORT_CALL"]),  # "" is absent (R1), not invalid
+        (None, None, ["SHORT_CALL"]),
+    ],
+)
+def test_r8_valid_or_absent_ani_ii_is_not_flagged(
+    ani: str | None, stored: str | None, flags: list[str]
+) -> None:
+    """R8/R10: two ASCII digits are kept as given; absent (null or "") gives no flag."""
+    r = one(event(calling_number="+12125550100", duration_ms=1, ani_ii=ani))
+    assert (r["ani_ii"], r["flags"]) == (stored, flags)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=16), st.from_regex(r"\A[0-9]{1,3}\Z"), st.none()))
+def test_r8_only_two_ascii_digits_reach_the_lake(ani: str | None) -> None:
+    """R8/R10: for any ani_ii the call is rated (never dead-lettered); the stored ani_ii is
+    two ASCII digits or null; ANI_II_INVALID is set exactly when a non-empty value was
+    dropped; PAYPHONE only for a stored tariff payphone digit pair."""
+    r = one(event(calling_number="+12125550100", ani_ii=ani))
+    two_digits = ani is not None and len(ani) == 2 and ani.isascii() and ani.isdigit()
+    assert r["ani_ii"] == (ani if two_digits else None)
+    assert ("ANI_II_INVALID" in r["flags"]) == (ani not in (None, "") and not two_digits)
+    assert ("PAYPHONE" in r["flags"]) == (r["ani_ii"] in ("27", "70"))
+
+
 # ---------------------------------------------------------------- batch == streaming
 
 #: Events of the shipped sample with "" in optional fields; 2012458428 is a ported
@@ -127,6 +183,7 @@ SAMPLE_EVENTS: list[dict[str, Any]] = [
     ),
     event(call_id="empty-caller", account_id="ACC-1001", calling_number=""),
     event(call_id="empty-ani", account_id="ACC-1001", ani_ii="", duration_ms=1),
+    event(call_id="phone-in-ani", account_id="ACC-1001", ani_ii="+12125550104", duration_ms=1),
     event(call_id="payphone", account_id="ACC-1001", ani_ii="27", duration_ms=1),
     event(call_id="empty-switch", account_id="ACC-1001", switch_id=""),
     event(
@@ -202,6 +259,8 @@ def test_batch_and_streaming_rate_empty_optional_fields_alike(tmp_path: Path) ->
     assert (fwd["origin_state"], fwd["origin_ocn"], fwd["jurisdiction"], fwd["flags"]) == (
         "NJ", "XK02", "INTERSTATE", [],
     )  # fmt: skip
+    assert rows["phone-in-ani"]["ani_ii"] is None
+    assert "ANI_II_INVALID" in rows["phone-in-ani"]["flags"]
     assert "PAYPHONE" in rows["payphone"]["flags"]
     for row in rows.values():
         assert "" not in (row[name] for name in OPTIONAL_STRINGS)

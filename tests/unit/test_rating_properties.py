@@ -48,7 +48,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         + timedelta(microseconds=draw(st.integers(0, 364 * 86_400 * 10**6))),
         duration_ms=draw(st.integers(0, 3 * 3_600_000)),
         disposition=draw(st.sampled_from(["ANSWERED"] * 4 + ["BUSY", "NO_ANSWER"])),
-        ani_ii=draw(st.sampled_from([None, "00", "27", "29", "70"])),
+        ani_ii=draw(st.sampled_from([None, "00", "27", "29", "70", "7", "+12125550104"])),
         switch_id=draw(st.sampled_from(["SW-1", None])),
     )
 
