@@ -37,6 +37,10 @@ Where the spec is silent, this file follows the decisions the project wrote down
 * FRAUD_SUSPECT: the calling number, the called number, or the origin R6 uses (the
   original caller of a FORWARDED leg) matches a blocklist prefix; only well-formed
   numbers are matched.
+* optional string fields (calling_number, original_calling_number, ani_ii, switch_id)
+  holding ``""`` are absent like null (the spec's R1) and the record stores null;
+* an ani_ii that is not exactly two ASCII digits is ignored by R8, stored as null and
+  flagged ANI_II_INVALID.
 
 Phone numbers are never logged or put into exception messages here.
 """
@@ -69,6 +73,10 @@ ENUM_SYMBOLS: Mapping[str, frozenset[str]] = {
     "leg": frozenset({"ORIGINAL", "FORWARDED"}),
     "disposition": frozenset({"ANSWERED", "BUSY", "NO_ANSWER", "FAILED", "CANCELLED"}),
 }
+#: Optional string fields: ``""`` in one of them is absent (R1).
+OPTIONAL_STRINGS = ("calling_number", "original_calling_number", "ani_ii", "switch_id")
+#: [decision] R8: a usable ANI II is two ASCII digits.
+_ANI_II = re.compile(r"[0-9]{2}", re.ASCII)
 #: [decision] R1: a leg longer than this is a switch error (``IMPLAUSIBLE_DURATION``).
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 MICRO = Decimal("0.000001")
@@ -77,7 +85,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: The rated fields the oracle produces (a subset of RATED_SCHEMA).
 RATED_FIELDS = (
-    "call_id", "revision", "account_id", "leg", "billing_cycle", "call_class",
+    "call_id", "revision", "account_id", "leg", "calling_number", "original_calling_number",
+    "ani_ii", "switch_id", "billing_cycle", "call_class",
     "origin_region", "origin_state", "origin_ocn", "origin_carrier_category",
     "destination_region", "destination_state", "jurisdiction", "increment_class",
     "billable_seconds", "rate_per_min", "usage_charge", "surcharge", "total_charge",
@@ -300,6 +309,11 @@ def rate_event(
     dead = validate(event, refs)
     if dead is not None:
         return dead
+    optional = {k: None if event.get(k) == "" else event.get(k) for k in OPTIONAL_STRINGS}
+    ani_ii = optional["ani_ii"]
+    ani_ii_invalid = ani_ii is not None and not _ANI_II.fullmatch(str(ani_ii))
+    if ani_ii_invalid:
+        optional["ani_ii"] = None
     account = refs.accounts[event["account_id"]]
     start = _utc(event["start_time"])
     tariff = book[account.tariff_id]
@@ -312,8 +326,8 @@ def rate_event(
     forwarded = leg == "FORWARDED"
     duration_ms = int(event["duration_ms"])
     called = parse_number(event["called_number"])
-    calling = parse_number(event.get("calling_number"))
-    original = parse_number(event.get("original_calling_number"))
+    calling = parse_number(optional["calling_number"])
+    original = parse_number(optional["original_calling_number"])
     # the origin number R6 uses (R4 and R10 too)
     origin = original if (not inbound and forwarded and original.present) else calling
 
@@ -390,7 +404,7 @@ def rate_event(
 
     # R7, R8, R9
     usage = _money(Decimal(billable_seconds) * rate / 60) if billable else ZERO
-    payphone = call_class == "TOLL_FREE" and event.get("ani_ii") in set(
+    payphone = call_class == "TOLL_FREE" and optional["ani_ii"] in set(
         version.toll_free.payphone_ani_ii
     )
     surcharge = _money(version.toll_free.payphone_surcharge_per_call) if payphone else ZERO
@@ -411,12 +425,15 @@ def rate_event(
         flags.append("SHORT_CALL")
     if any(blocklisted(num, refs) for num in (calling, called, origin)):
         flags.append("FRAUD_SUSPECT")
+    if ani_ii_invalid:
+        flags.append("ANI_II_INVALID")
 
     return {
         "call_id": event["call_id"],
         "revision": int(event.get("revision") or 0),
         "account_id": event["account_id"],
         "leg": leg,
+        **optional,
         "billing_cycle": f"{start.year:04d}-{start.month:02d}",
         "call_class": call_class,
         "origin_region": origin_region,

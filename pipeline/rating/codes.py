@@ -88,6 +88,7 @@ class Flag(StrEnum):
     JURISDICTION_INDETERMINATE = "JURISDICTION_INDETERMINATE"
     SHORT_CALL = "SHORT_CALL"
     FRAUD_SUSPECT = "FRAUD_SUSPECT"
+    ANI_II_INVALID = "ANI_II_INVALID"  # ani_ii given but not two ASCII digits: ignored (R8)
 
 
 class Reason(StrEnum):

@@ -56,8 +56,12 @@ class Numbers:
 
 
 def parse_numbers(column: pa.Array | pa.ChunkedArray) -> Numbers:
-    """Parse a string column of E.164 numbers (nulls allowed)."""
-    present = np.asarray(pc.is_valid(column).to_numpy(zero_copy_only=False), dtype=np.bool_)
+    """Parse a string column of E.164 numbers (nulls allowed). The empty string is no
+    number: ``present`` is false for it as for null (R1: switches write ``""`` for
+    "not provided"), so callers that parse before :func:`~pipeline.rating.rate.rate_batch`
+    blanks the column (the streaming enricher) see the same origin (R6)."""
+    given = pc.fill_null(pc.not_equal(column, ""), False)
+    present = np.asarray(given.to_numpy(zero_copy_only=False), dtype=np.bool_)
     ok = pc.fill_null(pc.match_substring_regex(column, WELL_FORMED), False)
     well_formed = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=np.bool_)
     cleaned = pc.if_else(ok, column, pa.scalar("+0"))

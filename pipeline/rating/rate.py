@@ -25,6 +25,7 @@ from pipeline.rating.codes import (
     Region,
 )
 from pipeline.rating.columns import (
+    CALL_EVENT_FIELDS,
     DEAD_LETTER_SCHEMA,
     EVENT_SCHEMA,
     RATED_SCHEMA,
@@ -73,6 +74,17 @@ ENUMS = {
     "leg": ("ORIGINAL", "FORWARDED"),
     "disposition": ("ANSWERED", "BUSY", "NO_ANSWER", "FAILED", "CANCELLED"),
 }
+#: Optional string fields (every string field of a call event that is neither required
+#: nor an enum: calling_number, original_calling_number, ani_ii, switch_id). The empty
+#: string in one of them is absent, exactly like null (R1), and is stored as null.
+OPTIONAL_STRINGS: tuple[str, ...] = tuple(
+    f.name
+    for f in CALL_EVENT_FIELDS
+    if pa.types.is_string(f.type) and f.name not in REQUIRED and f.name not in ENUMS
+)
+#: R8: ANI II is two ASCII digits. Anything else is treated as absent, stored as null
+#: (it is free text that may hold a phone number) and flagged ANI_II_INVALID.
+ANI_II_PATTERN = r"^[0-9]{2}$"
 _REGION_NAMES = pa.array(REGIONS, type=pa.string())
 _UNKNOWN_REGION = REGION_CODE[Region.UNKNOWN]
 
@@ -99,6 +111,20 @@ def conform(events: pa.Table) -> pa.Table:
         else:
             columns.append(pa.nulls(events.num_rows, f.type))
     return pa.Table.from_arrays(columns, schema=EVENT_SCHEMA)
+
+
+def blank_to_null(events: pa.Table) -> pa.Table:
+    """R1: the empty string in an :data:`OPTIONAL_STRINGS` field becomes null (switches
+    write ``""`` for "not provided"). ``events`` conforms to :data:`EVENT_SCHEMA`."""
+    for name in OPTIONAL_STRINGS:
+        col = events.column(name)
+        blank = pc.equal(col, "")
+        if pc.any(blank).as_py():
+            i = events.schema.get_field_index(name)
+            events = events.set_column(
+                i, name, pc.if_else(blank, pa.scalar(None, pa.string()), col)
+            )
+    return events
 
 
 def _np(col: pa.ChunkedArray | pa.Array, fill: object) -> npt.NDArray[np.generic]:
@@ -205,11 +231,14 @@ def rate_batch(
     batch mode; the resolved subset in streaming mode). ``numbers`` are the batch's
     parsed number columns when the caller already has them
     (:func:`~pipeline.rating.numbers.parse_event_numbers` of the same ``events``).
+    An optional string field holding ``""`` is rated and stored as null (R1, see
+    :func:`blank_to_null`); an ``ani_ii`` that is not two ASCII digits is ignored by R8,
+    stored as null and flagged ANI_II_INVALID.
     Never raises for bad data: invalid events become dead letters (R1). Raises
     ``ConfigError`` only if an account names a tariff that is not loaded, and
     ``ValueError`` if ``numbers`` has another length than ``events``.
     """
-    events = conform(events)
+    events = blank_to_null(conform(events))
     book = compiled(tariffs)
     if numbers is None:
         numbers = parse_event_numbers(events)
@@ -305,7 +334,12 @@ def _rate_valid(
             combo[rows], called.digits[rows], called.ndigits[rows], dest_region[rows], book
         )
     usage = r7_usage_charge(billable_seconds, rate)
-    payphone = r8_payphone(is_tf, ev.column("ani_ii").combine_chunks(), combo, book)
+    # R8 needs two ASCII digits; anything else is absent, null in the record and flagged.
+    ani_ii = ev.column("ani_ii").combine_chunks()
+    ani_ok = pc.match_substring_regex(ani_ii, ANI_II_PATTERN)
+    ani_invalid = ~_np(ani_ok, True).astype(np.bool_)
+    ani_ii = pc.if_else(ani_ok, ani_ii, pa.scalar(None, pa.string()))
+    payphone = r8_payphone(is_tf, ani_ii, combo, book)
     surcharge = np.where(payphone, book.payphone_surcharge[combo], 0).astype(np.int64)
     total = r9_total(usage, surcharge)
 
@@ -325,6 +359,7 @@ def _rate_valid(
         "JURISDICTION_INDETERMINATE": juris.indeterminate,
         "SHORT_CALL": r10_short_call(billable, seconds, combo, book),
         "FRAUD_SUSPECT": blocked,
+        "ANI_II_INVALID": ani_invalid,
     }
     flags = _flag_lists(
         np.column_stack([flag_masks[f] for f in FLAGS]) if n else np.zeros((0, len(FLAGS)), bool)
@@ -350,7 +385,7 @@ def _rate_valid(
         "billing_cycle": _take(month_names, month_idx.reshape(-1)),
         "disposition": ev.column("disposition"),
         "duration_ms": ev.column("duration_ms"),
-        "ani_ii": ev.column("ani_ii"),
+        "ani_ii": ani_ii,
         "sip_response_code": ev.column("sip_response_code"),
         "switch_id": ev.column("switch_id"),
         "call_class": _take(pa.array(CALL_CLASSES), call_class),

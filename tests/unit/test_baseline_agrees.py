@@ -198,14 +198,24 @@ EDGE_CASES: dict[str, dict[str, Any]] = {
     "ported caller": {"calling_number": "+12012458428"},
     "6,000 ms": {"duration_ms": 6000},
     "6,001 ms": {"duration_ms": 6001},
+    "forwarded, empty original caller": {
+        **FWD, "original_calling_number": "", "called_number": "+13125550199",
+    },
+    "empty calling number": {"calling_number": ""},
+    "empty ani_ii and switch_id": {"ani_ii": "", "switch_id": "", "duration_ms": 1},
+    "phone number in ani_ii": {"ani_ii": "+12125550104", "duration_ms": 1},
+    "Arabic-Indic ani_ii": {"ani_ii": "\u0662\u0667"},
+    "one-digit ani_ii": {"ani_ii": "7"},
+    "ani_ii with a trailing newline": {"ani_ii": "27\n"},
 }  # fmt: skip
 
 
 def test_core_agrees_with_baseline_on_edge_cases(oracle: Oracle) -> None:
     """Hand-written corner cases of R1-R11 (one event each)."""
     rows = [_event(**fields, call_id=f"EDGE-{i}") for i, fields in enumerate(EDGE_CASES.values())]
-    problems, _ = _compare(oracle, _table(rows))
+    problems, covered = _compare(oracle, _table(rows))
     assert not problems, "\n".join(problems)
+    assert covered["ANI_II_INVALID"] > 0
 
 
 D = Decimal
@@ -289,9 +299,17 @@ WEEK_MS = 7 * 24 * 3600 * 1000
          {"reason": "IMPLAUSIBLE_DURATION"}),
         ({"account_id": "ACC-9999", "called_number": "12125550100"},
          {"reason": "MALFORMED_CALLED_NUMBER"}),
+        # R1/R6: "" is absent: a FORWARDED leg falls back to calling_number (NY -> IL)
+        ({**FWD, "original_calling_number": "", "called_number": "+13125550199"},
+         {"origin_region": "US48", "jurisdiction": "INTERSTATE", "flags": [],
+          "original_calling_number": None}),
+        # R8: an ani_ii that is not two ASCII digits is ignored, not stored, flagged
+        ({"ani_ii": "+12125550104", "duration_ms": 1},
+         {"ani_ii": None, "surcharge": D("0"), "flags": ["SHORT_CALL", "ANI_II_INVALID"]}),
     ],
     ids=["fwd-original-blocked", "orig-leg-original-ignored", "7-days", "7-days+1ms",
-         "2e16-ms", "int64-max-ms", "implausible-before-malformed", "malformed-before-account"],
+         "2e16-ms", "int64-max-ms", "implausible-before-malformed", "malformed-before-account",
+         "fwd-empty-original", "ani-ii-phone-number"],
 )  # fmt: skip
 def test_decided_corner_cases(
     oracle: Oracle, fields: dict[str, Any], expected: dict[str, Any]

@@ -1,4 +1,5 @@
-"""Rating invariants as hypothesis properties (R5, R7, R9 and batch independence)."""
+"""Rating invariants as hypothesis properties (R1 empty fields, R5, R7, R9 and batch
+independence)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.rating.numbers import parse_event_numbers
-from pipeline.rating.rate import rate_batch
+from pipeline.rating.rate import OPTIONAL_STRINGS, origin_numbers, rate_batch
+from pipeline.runtime.enrich import origin_tns
 from tests.unit.events import book, event, table
 from tests.unit.refdata_fixture import tiny_reference
 
@@ -45,7 +48,8 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         + timedelta(microseconds=draw(st.integers(0, 364 * 86_400 * 10**6))),
         duration_ms=draw(st.integers(0, 3 * 3_600_000)),
         disposition=draw(st.sampled_from(["ANSWERED"] * 4 + ["BUSY", "NO_ANSWER"])),
-        ani_ii=draw(st.sampled_from([None, "00", "27", "29", "70"])),
+        ani_ii=draw(st.sampled_from([None, "00", "27", "29", "70", "7", "+12125550104"])),
+        switch_id=draw(st.sampled_from(["SW-1", None])),
     )
 
 
@@ -133,3 +137,31 @@ def test_numbers_of_another_batch_are_refused() -> None:
     one, two = table(event(call_id="a")), table(event(call_id="a"), event(call_id="b"))
     with pytest.raises(ValueError, match="1 parsed numbers for 2 events"):
         rate_batch(two, REF, BOOK, parse_event_numbers(one))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(events(), min_size=1, max_size=20), st.data())
+def test_empty_optional_strings_rate_like_null(
+    evs: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """R1/R6: setting any subset of the optional string fields (calling_number,
+    original_calling_number, ani_ii, switch_id) of any events to ``""`` rates exactly
+    like setting them to null: same records (null stored, never ``""``), same dead
+    letters, whether rate_batch parses the numbers itself (batch) or is handed them
+    parsed before rating (streaming), and the streaming enricher asks LNP for the
+    same origin numbers."""
+    blanks = [data.draw(st.sets(st.sampled_from(OPTIONAL_STRINGS))) for _ in evs]
+    if data.draw(st.booleans()):  # sometimes an invalid row among them
+        bad = data.draw(st.integers(0, len(evs) - 1))
+        evs[bad] = {**evs[bad], "account_id": "ACC-NOPE"}
+    empty = table(*({**e, **dict.fromkeys(b, "")} for e, b in zip(evs, blanks, strict=True)))
+    null = table(*({**e, **dict.fromkeys(b, None)} for e, b in zip(evs, blanks, strict=True)))
+    expected = rate_batch(null, REF, BOOK)
+    for got in (
+        rate_batch(empty, REF, BOOK),
+        rate_batch(empty, REF, BOOK, parse_event_numbers(empty)),
+    ):
+        assert got.rated.equals(expected.rated)
+        assert got.dead_letters.equals(expected.dead_letters)
+    assert np.array_equal(origin_tns(empty), origin_tns(null))
+    assert np.array_equal(origin_numbers(empty).digits, origin_numbers(null).digits)
