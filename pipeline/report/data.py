@@ -178,26 +178,62 @@ def summarize(
     check_cycle(cycle)
     rated = rated.filter(pc.equal(rated.column("billing_cycle"), cycle))
     calls = latest_revisions(rated, elsewhere)
-
-    by_class_rows = {r["call_class"]: r for r in _groups(calls, ["call_class"])}
-    by_class = tuple(
-        _group(c, by_class_rows[c]) for c in CLASS_ORDER if c in by_class_rows
-    ) + tuple(_group(c, r) for c, r in sorted(by_class_rows.items()) if c not in CLASS_ORDER)
+    by_class = _by_class(calls)
     totals = Group("all")
     for group in by_class:
         totals = totals + group
 
+    closed = invoice_lines is not None and invoice_lines.num_rows > 0
+    if invoice_lines is not None and closed:
+        surcharges = _surcharges_from_invoice(invoice_lines)
+        source = FROM_INVOICE_LINES
+        invoice_total: Decimal | None = sum(
+            (Decimal(v) for v in invoice_lines.column("amount").to_pylist()), Decimal(0)
+        )
+    else:
+        surcharges = _surcharges_from_rated(calls)
+        source = FROM_RATED_RECORDS
+        invoice_total = None
+
+    return CycleSummary(
+        cycle=cycle,
+        records=rated.num_rows,
+        totals=totals,
+        by_class=by_class,
+        by_region=_by_region(calls),
+        days=_days(calls, cycle),
+        accounts=_accounts(calls, invoice_lines if closed else None),
+        surcharges=surcharges,
+        surcharge_source=source,
+        invoice_total=invoice_total,
+        invoice_lines=invoice_lines.num_rows if invoice_lines is not None else 0,
+        dead_letters=_reasons(dead_letters),
+    )
+
+
+def _by_class(calls: pa.Table) -> tuple[Group, ...]:
+    """Per call class, in :data:`CLASS_ORDER` (any unknown class after, by name)."""
+    rows = {r["call_class"]: r for r in _groups(calls, ["call_class"])}
+    return tuple(_group(c, rows[c]) for c in CLASS_ORDER if c in rows) + tuple(
+        _group(c, r) for c, r in sorted(rows.items()) if c not in CLASS_ORDER
+    )
+
+
+def _by_region(calls: pa.Table) -> tuple[Group, ...]:
+    """Per origin region: most charges first, then most calls, then region order."""
     region_rank = {r.value: i for i, r in enumerate(Region)}
-    by_region = tuple(
+    return tuple(
         sorted(
             (_group(r["origin_region"], r) for r in _groups(calls, ["origin_region"])),
             key=lambda g: (-g.total, -g.calls, region_rank.get(g.key, 99), g.key),
         )
     )
 
-    closed = invoice_lines is not None and invoice_lines.num_rows > 0
+
+def _accounts(calls: pa.Table, invoice_lines: pa.Table | None) -> tuple[Account, ...]:
+    """Per account (by total charges, descending), with its invoice total if closed."""
     invoice_by_account: dict[str, Decimal] = {}
-    if invoice_lines is not None and closed:
+    if invoice_lines is not None:
         for row in (
             invoice_lines.group_by(["account_id"]).aggregate([("amount", "sum")]).to_pylist()
         ):
@@ -215,37 +251,15 @@ def summarize(
             total = total + group
         accounts.append(Account(total, classes, invoice_by_account.get(account)))
     accounts.sort(key=lambda a: (-a.totals.total, a.totals.key))
+    return tuple(accounts)
 
-    if invoice_lines is not None and closed:
-        surcharges = _surcharges_from_invoice(invoice_lines)
-        source = FROM_INVOICE_LINES
-        invoice_total: Decimal | None = sum(
-            (Decimal(v) for v in invoice_lines.column("amount").to_pylist()), Decimal(0)
-        )
-    else:
-        surcharges = _surcharges_from_rated(calls)
-        source = FROM_RATED_RECORDS
-        invoice_total = None
 
-    reasons: list[tuple[str, int]] = []
-    if dead_letters is not None and dead_letters.num_rows:
-        counts = dead_letters.group_by(["reason"]).aggregate([("reason", "count")]).to_pylist()
-        reasons = sorted(((r["reason"], int(r["reason_count"])) for r in counts), key=_by_count)
-
-    return CycleSummary(
-        cycle=cycle,
-        records=rated.num_rows,
-        totals=totals,
-        by_class=by_class,
-        by_region=by_region,
-        days=_days(calls, cycle),
-        accounts=tuple(accounts),
-        surcharges=surcharges,
-        surcharge_source=source,
-        invoice_total=invoice_total,
-        invoice_lines=invoice_lines.num_rows if invoice_lines is not None else 0,
-        dead_letters=tuple(reasons),
-    )
+def _reasons(dead_letters: pa.Table | None) -> tuple[tuple[str, int], ...]:
+    """(reason, dead letters), most first, then by reason."""
+    if dead_letters is None or not dead_letters.num_rows:
+        return ()
+    counts = dead_letters.group_by(["reason"]).aggregate([("reason", "count")]).to_pylist()
+    return tuple(sorted(((r["reason"], int(r["reason_count"])) for r in counts), key=_by_count))
 
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:
