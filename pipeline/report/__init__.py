@@ -42,57 +42,22 @@ The parts, each usable alone:
 
 from __future__ import annotations
 
-from pipeline.report.data import RATED_COLUMNS, check_cycle, load_summary, summarize
-from pipeline.report.formatting import count, minutes, safe_label, usd
-from pipeline.report.model import (
-    CLASS_ORDER,
-    FROM_INVOICE_LINES,
-    FROM_RATED_RECORDS,
-    SURCHARGES,
-    Account,
-    CycleSummary,
-    Day,
-    Group,
-    ReportResult,
-    Surcharge,
-)
+from pipeline.report.data import RATED_COLUMNS, load_summary, summarize
+from pipeline.report.model import CycleSummary, ReportResult
 from pipeline.report.page import PHONE_IN_PAGE, render_html
-from pipeline.report.style import (
-    CALLS_COLOUR,
-    CHARGES_COLOUR,
-    CLASS_COLOURS,
-    DEAD_COLOUR,
-    MINUTES_COLOUR,
-    SURCHARGE_COLOUR,
-)
+from pipeline.report.style import CHARGES_COLOUR, CLASS_COLOURS, MINUTES_COLOUR
 from pipeline.report.write import write_report
 
 __all__ = [
-    "CALLS_COLOUR",
     "CHARGES_COLOUR",
     "CLASS_COLOURS",
-    "CLASS_ORDER",
-    "DEAD_COLOUR",
-    "FROM_INVOICE_LINES",
-    "FROM_RATED_RECORDS",
     "MINUTES_COLOUR",
     "PHONE_IN_PAGE",
     "RATED_COLUMNS",
-    "SURCHARGES",
-    "SURCHARGE_COLOUR",
-    "Account",
     "CycleSummary",
-    "Day",
-    "Group",
     "ReportResult",
-    "Surcharge",
-    "check_cycle",
-    "count",
     "load_summary",
-    "minutes",
     "render_html",
-    "safe_label",
     "summarize",
-    "usd",
     "write_report",
 ]

@@ -190,35 +190,39 @@ def _header(s: CycleSummary, lake_root: Path, generated_at: datetime) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def _class_section(s: CycleSummary, svg: dict[str, str]) -> str:
+def _chart_section(
+    anchor: str, heading: str, intro: str, chart: tuple[str, str, str], table: str, attrs: str = ""
+) -> str:
+    """A section: heading, intro, the chart ``chart-<anchor>`` as (title, caption, svg),
+    then the table of its exact numbers."""
+    title, caption, svg = chart
     return _section(
+        anchor, heading, intro, _figure_html(f"chart-{anchor}", title, caption, svg) + table, attrs
+    )
+
+
+def _class_section(s: CycleSummary, svg: dict[str, str]) -> str:
+    heading = "Minutes and charges by call class"
+    return _chart_section(
         "by-class",
-        "Minutes and charges by call class",
+        heading,
         "Latest revision of each call. Charges are usage plus per-call surcharges as rated; "
         "cycle surcharges (C2-C4) are in the surcharges section.",
-        _figure_html(
-            "chart-by-class",
-            "Minutes and charges by call class",
-            "calls, billable minutes and charges per class (R2/R3)",
-            svg["chart-by-class"],
-        )
-        + _group_table("call class", s.by_class, s.totals, swatches=True),
+        (heading, "calls, billable minutes and charges per class (R2/R3)", svg["chart-by-class"]),
+        _group_table("call class", s.by_class, s.totals, swatches=True),
     )
 
 
 def _region_section(s: CycleSummary, svg: dict[str, str]) -> str:
-    return _section(
+    heading = "Minutes and charges by origin region"
+    caption = "calls, billable minutes and charges per origin region"
+    return _chart_section(
         "by-region",
-        "Minutes and charges by origin region",
+        heading,
         "Origin region of each call (R-REGION): the caller for inbound and outbound legs, "
         "the original caller for forwarded legs' rating. Sorted by charges.",
-        _figure_html(
-            "chart-by-region",
-            "Minutes and charges by origin region",
-            "calls, billable minutes and charges per origin region",
-            svg["chart-by-region"],
-        )
-        + _group_table("origin region", s.by_region, s.totals, swatches=False),
+        (heading, caption, svg["chart-by-region"]),
+        _group_table("origin region", s.by_region, s.totals, swatches=False),
     )
 
 
@@ -230,17 +234,12 @@ def _day_section(s: CycleSummary, svg: dict[str, str]) -> str:
         + _money_td(d.total.total)
         for d in s.days
     ]
-    return _section(
+    return _chart_section(
         "by-day",
         "By day",
         "Calls by the UTC day of their start time (billing cycles are UTC months).",
-        _figure_html(
-            "chart-by-day",
-            "Charges and minutes per day",
-            "stacked by call class",
-            svg["chart-by-day"],
-        )
-        + "<details><summary>Table of days</summary>"
+        ("Charges and minutes per day", "stacked by call class", svg["chart-by-day"]),
+        "<details><summary>Table of days</summary>"
         + _table(("day (UTC)", "calls", "billable min", "charges"), rows)
         + "</details>",
     )
@@ -260,17 +259,13 @@ def _surcharge_section(s: CycleSummary, svg: dict[str, str]) -> str:
     total = sum((x.amount for x in s.surcharges if x.amount is not None), Decimal(0))
     foot = "<td>all</td><td></td><td></td><td></td>" + _money_td(total)
     count_head = "invoice lines" if s.surcharge_source == FROM_INVOICE_LINES else "calls"
-    return _section(
+    caption = "payphone (R8), short-call (C2), carrier-mix (C3), minute-cap (C4)"
+    return _chart_section(
         "surcharges",
         "Surcharges",
         f"Source: {_surcharge_source(s)}.",
-        _figure_html(
-            "chart-surcharges",
-            "Surcharges",
-            "payphone (R8), short-call (C2), carrier-mix (C3), minute-cap (C4)",
-            svg["chart-surcharges"],
-        )
-        + _table(
+        ("Surcharges", caption, svg["chart-surcharges"]),
+        _table(
             ("surcharge", "line type", "charged on", count_head, "amount"),
             rows,
             foot,
@@ -308,34 +303,26 @@ def _accounts_section(s: CycleSummary, svg: dict[str, str], top: int) -> str:
         if s.closed
         else "."
     )
-    return _section(
+    title = f"Top {shown} accounts by charges"
+    return _chart_section(
         "top-accounts",
         "Top accounts by charges",
         intro,
-        _figure_html(
-            "chart-top-accounts",
-            f"Top {shown} accounts by charges",
-            "rated charges, stacked by call class",
-            svg["chart-top-accounts"],
-        )
-        + _table(head, rows, numeric_from=2).replace("<th>#</th>", '<th class="num">#</th>', 1),
+        (title, "rated charges, stacked by call class", svg["chart-top-accounts"]),
+        _table(head, rows, numeric_from=2).replace("<th>#</th>", '<th class="num">#</th>', 1),
     )
 
 
 def _dead_letter_section(s: CycleSummary, svg: dict[str, str]) -> str:
     rows = [f"<td>{escape(safe_label(r))}</td>" + _num_td(count(n)) for r, n in s.dead_letters]
-    return _section(
+    heading = "Dead letters by reason"
+    return _chart_section(
         "dead-letters",
-        "Dead letters by reason",
+        heading,
         "Every dead letter in the lake (the lake does not partition dead letters by cycle). "
         "Fix the cause, then replay them with cdr-pipeline dead-letters replay.",
-        _figure_html(
-            "chart-dead-letters",
-            "Dead letters by reason",
-            "reason codes of R1 and the adapters",
-            svg["chart-dead-letters"],
-        )
-        + _table(
+        (heading, "reason codes of R1 and the adapters", svg["chart-dead-letters"]),
+        _table(
             ("reason", "dead letters"),
             rows,
             "<td>all</td>" + _num_td(count(s.dead_letter_count)) if rows else "",

@@ -12,14 +12,9 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.report import (
-    FROM_INVOICE_LINES,
-    FROM_RATED_RECORDS,
-    RATED_COLUMNS,
-    safe_label,
-    summarize,
-    usd,
-)
+from pipeline.report import RATED_COLUMNS, summarize
+from pipeline.report.formatting import safe_label, usd
+from pipeline.report.model import FROM_INVOICE_LINES, FROM_RATED_RECORDS
 
 CYCLE = "2026-11"
 MONEY = pa.decimal128(18, 6)
