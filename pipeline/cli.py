@@ -144,8 +144,8 @@ def cmd_rate(args: argparse.Namespace) -> int:
 
 def cmd_close_cycle(args: argparse.Namespace) -> int:
     from pipeline.batch import close
+    from pipeline.invoice_console import invoice_table
     from pipeline.io.lake import Lake
-    from pipeline.summary import invoice_table
     from pipeline.tariff_files import load_tariff_dir
 
     ref = load_reference(args)

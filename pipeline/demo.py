@@ -24,11 +24,11 @@ from pathlib import Path
 from pipeline.batch import close, rate_files
 from pipeline.embedded import embedded_kafka, embedded_redis
 from pipeline.generate import write_generated
+from pipeline.invoice_console import invoice_table
 from pipeline.io.lake import Lake
 from pipeline.observability import console
 from pipeline.refdata.files import load_reference_dir
 from pipeline.runtime.checkpoint import Checkpoints
-from pipeline.summary import invoice_table
 from pipeline.tariff_files import DEFAULT_TARIFFS_DIR, load_tariff_dir
 
 SAMPLE_REFDATA = Path(__file__).resolve().parent / "data" / "refdata"

@@ -1,4 +1,5 @@
-"""Human-readable summaries: the per-account invoice table and run statistics."""
+"""The closed cycle's invoice lines as a console table (rich): one row per account,
+one column per line group, totals in the footer. Used by ``close-cycle`` and ``demo``."""
 
 from __future__ import annotations
 

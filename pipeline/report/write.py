@@ -1,0 +1,41 @@
+"""``cdr-pipeline report`` end to end: read the lake, draw the page, write it atomically."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from pipeline.io.atomic import write_bytes_atomic
+from pipeline.io.lake import Lake
+from pipeline.report.data import load_summary
+from pipeline.report.model import ReportResult
+from pipeline.report.page import render_html
+
+
+def write_report(
+    lake: Lake,
+    cycle: str,
+    output: Path,
+    *,
+    top: int = 15,
+    now: datetime | None = None,
+) -> ReportResult:
+    """Write the page of ``cycle`` to ``output`` whole or not at all
+    (:mod:`pipeline.io.atomic`). Raises :class:`ConfigError` for a bad cycle, a cycle with no
+    rated records, or an output path that cannot be written."""
+    if top < 1:
+        raise ConfigError("--top must be at least 1")
+    summary = load_summary(lake, cycle)
+    page = render_html(
+        summary,
+        lake_root=lake.root.resolve(),
+        generated_at=now or datetime.now(UTC),
+        top=top,
+    )
+    data = page.encode("utf-8")
+    try:
+        write_bytes_atomic(output, data)
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: cannot write: {exc.strerror or exc}") from exc
+    return ReportResult(output, len(data), summary)
