@@ -5,6 +5,7 @@ as Spark and Trino expect)::
 
     LAKE/rated_calls/billing_cycle=YYYY-MM/<name>.parquet
     LAKE/dead_letters/<name>.parquet
+    LAKE/dead_letter_payloads/<topic>+<partition>+<offset>.bin
     LAKE/invoice_lines/billing_cycle=YYYY-MM/invoice_lines.parquet
 
 Every file is written under a hidden temporary name (``.<name>.tmp``, which
@@ -13,14 +14,18 @@ reader or a crash never sees half a file. Names are deterministic (the caller
 derives them from the source: topic, partition and first offset; or input file and
 first record index), so writing the same source again overwrites instead of
 duplicating.
+
+``dead_letter_payloads`` holds the raw message of a streaming dead letter too big to
+carry whole on the dead-letter topic (:mod:`pipeline.io.dead_letter_topic`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +36,7 @@ from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RAT
 
 RATED = "rated_calls"
 DEAD = "dead_letters"
+DEAD_PAYLOADS = "dead_letter_payloads"
 INVOICES = "invoice_lines"
 PARTITION = "billing_cycle"
 
@@ -60,23 +66,14 @@ PLAIN = ("call_id", "calling_number", "called_number", "start_time", "duration_m
          "source_offset", "payload")  # fmt: skip
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` durably: temp file, fsync, rename, fsync the folder.
-
-    Raises :class:`SinkError` if the filesystem refuses.
-    """
+def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` into a hidden temporary file, fsync it, rename it to ``path``, fsync
+    the folder. Raises :class:`SinkError` if the filesystem refuses."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as fh:
-            pq.write_table(
-                table,
-                fh,
-                compression="zstd",
-                row_group_size=256 * 1024,
-                write_statistics=[c for c in STATISTICS if c in table.column_names],
-                use_dictionary=[c for c in table.column_names if c not in PLAIN],
-            )
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -85,6 +82,34 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` durably: temp file, fsync, rename, fsync the folder.
+
+    Raises :class:`SinkError` if the filesystem refuses.
+    """
+
+    def write(fh: BinaryIO) -> None:
+        pq.write_table(
+            table,
+            fh,
+            compression="zstd",
+            row_group_size=256 * 1024,
+            write_statistics=[c for c in STATISTICS if c in table.column_names],
+            use_dictionary=[c for c in table.column_names if c not in PLAIN],
+        )
+
+    _write_atomic(path, write)
+
+
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` as durably as :func:`write_parquet_atomic`."""
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    _write_atomic(path, write)
 
 
 class Lake:
@@ -103,6 +128,10 @@ class Lake:
     @property
     def dead_dir(self) -> Path:
         return self.root / DEAD
+
+    @property
+    def dead_payload_dir(self) -> Path:
+        return self.root / DEAD_PAYLOADS
 
     def cycles(self) -> list[str]:
         """The billing cycles that have rated records, ascending."""
