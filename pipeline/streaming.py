@@ -222,7 +222,13 @@ def replay_dead_letters(
     and not found whole in the lake (never replayed as a prefix)."""
     if reasons:
         dead = dead.filter(pc.is_in(dead.column("reason"), value_set=pa.array(list(reasons))))
-    prod = kafka_clients.producer(kafka)
+    # a message as big as the one it came from must not be refused by this client
+    sizes = pc.add(
+        pc.fill_null(pc.binary_length(dead.column("payload")), 0),
+        pc.fill_null(pc.binary_length(dead.column("call_id")), 0),
+    )
+    largest = (pc.max(sizes).as_py() or 0) if dead.num_rows else 0
+    prod = kafka_clients.producer(kafka, **dead_letter_topic.producer_config(largest + 4096))
     header = wire_header(CALL_EVENT_SCHEMA_ID)
     sent = skipped = 0
     for row in dead.select(["payload", "call_id", "source_topic"]).to_pylist():
