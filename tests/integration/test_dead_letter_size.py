@@ -52,7 +52,11 @@ def _produce(
         if err is not None:
             failures.append(err)
         else:
-            where[msg.key()] = (msg.partition(), msg.offset())
+            key, partition, offset = msg.key(), msg.partition(), msg.offset()
+            assert isinstance(key, bytes)
+            assert partition is not None
+            assert offset is not None
+            where[key] = (partition, offset)
 
     for key, value in messages:
         prod.produce(topic, key=key, value=value, on_delivery=delivered)
@@ -158,7 +162,7 @@ def test_oversized_bad_messages_become_capped_dead_letters_and_run_exits_0(
     rated = lake_rated(lake)
     assert sorted(rated.column("call_id").to_pylist()) == sorted(str(e["call_id"]) for e in good)
     raw = _raw_topic(brokers, dlq, len(bad))
-    letters = [dead_letter_topic.decode(m.value()) for m in raw]
+    letters = [dead_letter_topic.decode(_bytes(m.value())) for m in raw]
     rated_offsets = set(
         zip(
             rated.column("source_partition").to_pylist(),
@@ -181,7 +185,8 @@ def test_oversized_bad_messages_become_capped_dead_letters_and_run_exits_0(
         )
         value, reason = bad[key]
         assert letter["reason"] == reason
-        assert len(message.key()) + len(message.value()) + dead_letter_topic.RECORD_OVERHEAD <= CAP
+        size = len(_bytes(message.key())) + len(_bytes(message.value()))
+        assert size + dead_letter_topic.RECORD_OVERHEAD <= CAP
         assert letter["payload_size"] == len(value)
         assert letter["payload_sha256"] == hashlib.sha256(value).hexdigest()
         kept = lake / dead_letter_topic.payload_ref(letter)
@@ -216,9 +221,14 @@ def test_oversized_bad_messages_become_capped_dead_letters_and_run_exits_0(
     )
     replay = _cli(["dead-letters", "replay", "--topic", replayed, "--lake", str(lake)], env)
     assert replay.returncode == 0, replay.stderr[-3000:]
-    assert sorted(m.value() for m in _raw_topic(brokers, replayed, len(bad))) == sorted(
+    assert sorted(_bytes(m.value()) for m in _raw_topic(brokers, replayed, len(bad))) == sorted(
         v for v, _ in bad.values()
     )
+
+
+def _bytes(data: bytes | str | None) -> bytes:
+    assert isinstance(data, bytes)
+    return data
 
 
 def _payloads(rows: list[dict[str, Any]]) -> list[bytes]:
