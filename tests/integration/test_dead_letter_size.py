@@ -224,6 +224,27 @@ def test_oversized_bad_messages_become_capped_dead_letters_and_run_exits_0(
     assert sorted(_bytes(m.value()) for m in _raw_topic(brokers, replayed, len(bad))) == sorted(
         v for v, _ in bad.values()
     )
+    # replay straight from the topic finds the whole payloads in the configured lake
+    again = unique("big-replay")
+    kafka_clients.ensure_topic(kafka, again, 1)
+    replay = _cli(["dead-letters", "replay", "--topic", again, "--from-topic", dlq], env)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert sorted(_bytes(m.value()) for m in _raw_topic(brokers, again, len(bad))) == sorted(
+        v for v, _ in bad.values()
+    )
+    # ... and with another lake configured it skips them, saying why, never a prefix
+    elsewhere = unique("big-replay")
+    kafka_clients.ensure_topic(kafka, elsewhere, 1)
+    replay = _cli(
+        ["dead-letters", "replay", "--topic", elsewhere, "--from-topic", dlq],
+        {**env, "CDR_OUTPUT": str(tmp_path / "other")},
+    )
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert "6 dead letter(s)" in replay.stderr
+    assert "cannot be replayed" in replay.stderr
+    assert sorted(_bytes(m.value()) for m in _raw_topic(brokers, elsewhere, 2)) == sorted(
+        [bad[b"small"][0], bad[b"cap-under"][0]]
+    )
 
 
 def _bytes(data: bytes | str | None) -> bytes:

@@ -364,3 +364,14 @@ def test_lake_unwritable_is_a_sink_error(tmp_path: Path) -> None:
         _producer(fake, tmp_path).send(_table(row(b"j" * MiB)))
     assert fake.pending == []
     assert fake.delivered == []
+
+
+def test_cap_setting_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cap too small to hold a dead letter is refused at start-up, naming the field."""
+    from pipeline.errors import ConfigError
+    from pipeline.settings import load_settings
+
+    monkeypatch.setenv("CDR_DEAD_LETTER__MAX_MESSAGE_BYTES", "100000")
+    assert load_settings().dead_letter.max_message_bytes == 100_000
+    with pytest.raises(ConfigError, match=r"dead_letter\.max_message_bytes"):
+        load_settings(dead_letter={"max_message_bytes": 1000})
