@@ -250,7 +250,10 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.from_topic:
-        dead = read_dead_letter_topic(settings.kafka, args.from_topic)
+        # letters too big for the topic get their whole payload from the run's lake
+        dead = read_dead_letter_topic(
+            settings.kafka, args.from_topic, payloads=Lake(settings.output)
+        )
     elif args.lake:
         dead = Lake(Path(args.lake)).read_dead_letters()
     else:

@@ -430,6 +430,21 @@ class BatchSettings(BaseModel):
     poll_max_messages: int = Field(20_000, gt=0)
 
 
+class DeadLetterSettings(BaseModel):
+    """Dead letters on the dead-letter topic (streaming mode).
+
+    ``max_message_bytes`` caps one dead-letter message (key, JSON value and headers).
+    A payload that does not fit is carried as a prefix with its size and sha256, and
+    kept whole in ``LAKE/dead_letter_payloads/`` (see
+    :mod:`pipeline.io.dead_letter_topic`). The default is a quarter of librdkafka's
+    ``message.max.bytes`` (1,000,000) and of Kafka's default broker limit.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_message_bytes: int = Field(262_144, ge=16_384, le=64 * 1024 * 1024)
+
+
 class Settings(BaseSettings):
     """Everything ``cdr-pipeline run`` needs."""
 
@@ -447,6 +462,7 @@ class Settings(BaseSettings):
     tariffs: Path = Path(__file__).resolve().parent / "data" / "tariffs"
     output: Path = Path("lake")
     dead_letter_topic: str = "call-events-dlq"
+    dead_letter: DeadLetterSettings = DeadLetterSettings()
     schema_registry: str | None = None
     stop_when_idle: float | None = None
     metrics_port: int | None = None

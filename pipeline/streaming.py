@@ -104,11 +104,15 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
     client = settings.redis.client()
     enricher = Enricher(RedisReferenceReader(client, namespace=settings.redis.namespace))
     kafka_clients.ensure_topic(settings.kafka, settings.dead_letter_topic, 1)
+    cap = settings.dead_letter.max_message_bytes
     service = StreamingService(
         settings,
         consumer=kafka_clients.consumer(settings.kafka, settings.group),
         dead_letters=dead_letter_topic.DeadLetterProducer(
-            kafka_clients.producer(settings.kafka), settings.dead_letter_topic
+            kafka_clients.producer(settings.kafka, **dead_letter_topic.producer_config(cap)),
+            settings.dead_letter_topic,
+            lake=settings.output,
+            max_message_bytes=cap,
         ),
         enricher=enricher,
         tariffs=tariffs,
@@ -128,12 +132,16 @@ def run(settings: Settings) -> RunStats:
 
 
 def read_dead_letter_topic(
-    kafka: KafkaSettings, topic: str, *, timeout_s: float = 60.0
+    kafka: KafkaSettings, topic: str, *, payloads: Lake | None = None, timeout_s: float = 60.0
 ) -> pa.Table:
     """Every dead letter on ``topic``, deduplicated by source event.
 
     Reads each partition from the beginning to its high watermark at the time of the
-    call, by explicit assignment (no group join, nothing committed).
+    call, by explicit assignment (no group join, nothing committed). A letter whose
+    payload was too big for the topic gets its whole payload back from the
+    ``payloads`` lake (where ``run`` kept it, checked against size and SHA-256); if it
+    is not there its ``payload`` is null and its ``detail`` says why: a prefix is
+    never returned as a payload.
     """
     consumer = kafka_clients.consumer(kafka, f"cdr-dead-letters-reader-{time.time_ns()}")
     rows = []
@@ -178,13 +186,26 @@ def read_dead_letter_topic(
                     del targets[p]
     finally:
         consumer.close()
+    missing = dead_letter_topic.resolve_payloads(rows, payloads.root if payloads else None)
+    if missing:
+        LOG.warning(
+            "%d dead letter(s) on %s carry a payload truncated on the topic whose whole "
+            "payload is not in %s: they are read without payload (see their detail) and "
+            "cannot be replayed; export them with `dead-letters export --output LAKE` on "
+            "the lake of the `run` that wrote them, then replay with `--lake LAKE`",
+            missing,
+            topic,
+            payloads.root / "dead_letter_payloads" if payloads else "any lake (none given)",
+        )
     return dead_letter_topic.dedupe(dead_letter_topic.to_table(rows))
 
 
 def export_dead_letters(kafka: KafkaSettings, topic: str, lake: Lake) -> int:
     """``dead-letters export``: the topic's dead letters into ``LAKE/dead_letters/``.
-    Exporting again replaces the previous export (one file per topic)."""
-    table = read_dead_letter_topic(kafka, topic)
+    Exporting again replaces the previous export (one file per topic). Payloads too
+    big for the topic are taken whole from ``LAKE/dead_letter_payloads/`` (see
+    :func:`read_dead_letter_topic`)."""
+    table = read_dead_letter_topic(kafka, topic, payloads=lake)
     if table.num_rows:
         lake.write_dead_letters(table, f"export-{topic}")
     return int(table.num_rows)
@@ -196,15 +217,24 @@ def replay_dead_letters(
     """``dead-letters replay``: send the payloads of ``dead`` (optionally only some
     reasons) back to the input ``topic`` to be rated again once the cause is fixed.
     Streaming payloads are wire-format values already; batch payloads (Avro datums)
-    get the shipped schema's header."""
+    get the shipped schema's header. Rows without payload are skipped and counted in
+    the log: among them, letters whose payload was truncated on the dead-letter topic
+    and not found whole in the lake (never replayed as a prefix)."""
     if reasons:
         dead = dead.filter(pc.is_in(dead.column("reason"), value_set=pa.array(list(reasons))))
-    prod = kafka_clients.producer(kafka)
+    # a message as big as the one it came from must not be refused by this client
+    sizes = pc.add(
+        pc.fill_null(pc.binary_length(dead.column("payload")), 0),
+        pc.fill_null(pc.binary_length(dead.column("call_id")), 0),
+    )
+    largest = (pc.max(sizes).as_py() or 0) if dead.num_rows else 0
+    prod = kafka_clients.producer(kafka, **dead_letter_topic.producer_config(largest + 4096))
     header = wire_header(CALL_EVENT_SCHEMA_ID)
-    sent = 0
+    sent = skipped = 0
     for row in dead.select(["payload", "call_id", "source_topic"]).to_pylist():
         payload = row["payload"]
         if payload is None:
+            skipped += 1
             continue
         if row["source_topic"] is None and not (len(payload) >= 5 and payload[0] == MAGIC_BYTE):
             payload = header + payload
@@ -212,4 +242,10 @@ def replay_dead_letters(
         prod.poll(0)
         sent += 1
     kafka_clients.flush_or_raise(prod, 120, "replay")
+    if skipped:
+        LOG.warning(
+            "skipped %d dead letter(s) without payload (a message without value, or a "
+            "payload truncated on the dead-letter topic and not found whole: see detail)",
+            skipped,
+        )
     return sent

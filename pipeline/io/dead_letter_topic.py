@@ -2,24 +2,76 @@
 
 One message per dead letter. Key: ``<source topic>:<partition>:<offset>`` (the
 identity of the event, so a dead letter produced twice after a crash is recognised
-and exported once). Value: JSON with the columns of
-:data:`~pipeline.rating.columns.DEAD_LETTER_SCHEMA`; ``payload`` (the raw message
-value) is base64. Header ``reason`` repeats the reason code for routing.
+and exported once). Header ``reason`` repeats the reason code for routing. Value:
+JSON with the columns of :data:`~pipeline.rating.columns.DEAD_LETTER_SCHEMA`
+(``payload``, the raw message value, base64) and four more:
+
+``payload_size``       bytes of the raw message value (null when it had none)
+``payload_sha256``     hex SHA-256 of the raw message value
+``payload_truncated``  true when ``payload`` is not the whole value: a prefix, or null
+``payload_ref``        with ``payload_truncated``: where the whole value is, relative to
+                       the lake (``dead_letter_payloads/<topic>+<partition>+<offset>.bin``)
+
+A dead letter is always deliverable: key, value and headers stay within
+``max_message_bytes`` (setting ``dead_letter.max_message_bytes``), well under the
+producer's and the broker's message limits. A payload that does not fit whole is
+carried as the longest prefix that fits; ``detail``, ``call_id`` and ``source_file``
+are clipped (with their full length noted). Before such a letter is produced, the
+whole payload is written to the lake (temporary name, fsync, rename), so an offset
+is only committed once the whole payload is durable. If the broker still refuses a
+letter as too large (its limit is below ours), it is sent again without the prefix.
+
+Reading back (:func:`decode`) never presents a prefix as the payload: a truncated
+letter decodes with ``payload`` null and the prefix under ``payload_prefix``;
+:func:`resolve_payloads` puts the whole payload back from the lake (checked against
+size and SHA-256).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import json
+import logging
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from pipeline.errors import BrokerError
 from pipeline.io.kafka_clients import flush_or_raise
+from pipeline.io.lake import DEAD_PAYLOADS, write_bytes_durably
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
+
+LOG = logging.getLogger("cdr_pipeline.dead_letters")
+
+#: Default of ``dead_letter.max_message_bytes`` (a quarter of librdkafka's
+#: ``message.max.bytes`` default, 1,000,000, and of Kafka's default broker limit).
+DEFAULT_MAX_MESSAGE_BYTES = 262_144
+#: Smallest accepted cap: room for every field clipped to its tightest limit.
+MIN_MAX_MESSAGE_BYTES = 16_384
+#: Bytes a record adds to key, value and headers on the wire (record and batch
+#: headers, varints, timestamps), rounded up generously.
+RECORD_OVERHEAD = 512
+#: librdkafka's default ``message.max.bytes``.
+LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
+
+#: Longest text kept for each unbounded text field: (normal, tight). The tight limits
+#: apply when the normal ones leave no room (a cap near :data:`MIN_MAX_MESSAGE_BYTES`).
+TEXT_LIMITS: dict[str, tuple[int, int]] = {
+    "detail": (2_000, 200),
+    "call_id": (256, 64),
+    "source_file": (1_024, 256),
+}
+#: Keys :func:`decode` adds to the columns of ``DEAD_LETTER_SCHEMA``.
+TOPIC_FIELDS = ("payload_size", "payload_sha256", "payload_truncated", "payload_prefix")
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def dead_letter_key(row: dict[str, Any]) -> str:
@@ -29,69 +81,295 @@ def dead_letter_key(row: dict[str, Any]) -> str:
     return f"file:{row.get('source_file')}:{row.get('source_index')}"
 
 
-def encode(row: dict[str, Any]) -> bytes:
-    """A dead-letter row as the JSON message value."""
-    doc = dict(row)
-    payload = doc.get("payload")
-    doc["payload"] = base64.b64encode(payload).decode("ascii") if payload is not None else None
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("utf-8")
+def payload_ref(row: dict[str, Any]) -> str:
+    """Where the whole payload of the dead letter ``row`` is kept, relative to the lake:
+    ``dead_letter_payloads/<topic>+<partition>+<offset>.bin`` (derived from the event's
+    identity, so a letter read back cannot point anywhere else)."""
+    topic = row.get("source_topic")
+    if topic is not None:
+        safe = str(topic) if _SAFE_NAME.fullmatch(str(topic)) else _digest(str(topic))[:32]
+        name = f"{safe}+{int(row['source_partition'])}+{int(row['source_offset'])}"
+    else:
+        name = f"file+{_digest(str(row.get('source_file')))[:32]}+{row.get('source_index')}"
+    return f"{DEAD_PAYLOADS}/{name}.bin"
+
+
+def producer_config(max_message_bytes: int) -> dict[str, Any]:
+    """librdkafka settings for a producer of dead letters capped at ``max_message_bytes``:
+    its ``message.max.bytes`` never refuses a letter the cap allows."""
+    return {
+        "message.max.bytes": max(
+            LIBRDKAFKA_MESSAGE_MAX_BYTES, max_message_bytes + 2 * RECORD_OVERHEAD
+        )
+    }
+
+
+def _digest(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def _clip(text: Any, limit: int) -> Any:
+    """``text`` cut to ``limit`` characters, noting its length; other values as they are."""
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text):,} characters, truncated]"
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    # ASCII only (non-ASCII escaped), so any text, lone surrogates included, encodes
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+@dataclass(frozen=True)
+class DeadLetterMessage:
+    """One dead letter as a Kafka message (see the module docstring)."""
+
+    key: bytes
+    value: bytes
+    #: The ``reason`` header (the reason code).
+    reason: bytes
+    #: True when the value does not carry the whole payload (keep it elsewhere first).
+    truncated: bool
+    #: :func:`payload_ref` of the letter when ``truncated``.
+    ref: str | None
+
+    @property
+    def size(self) -> int:
+        """Bytes of key, value and headers (what counts against the cap, with
+        :data:`RECORD_OVERHEAD`)."""
+        return len(self.key) + len(self.value) + len("reason") + len(self.reason)
+
+
+def encode(
+    row: dict[str, Any],
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    *,
+    keep_prefix: bool = True,
+) -> DeadLetterMessage:
+    """A dead-letter row as a message of at most ``max_message_bytes`` (counting
+    :data:`RECORD_OVERHEAD`): the whole payload when it fits, else the longest prefix
+    that fits (none with ``keep_prefix=False``) and ``payload_truncated``.
+
+    Raises ``ValueError`` only if the key alone leaves no room (an absurd cap).
+    """
+    key = dead_letter_key(row).encode()
+    reason = str(row["reason"]).encode()
+    budget = max_message_bytes - RECORD_OVERHEAD - len(key) - len("reason") - len(reason)
+    payload: bytes | None = row.get("payload")
+    doc: dict[str, Any] = {f.name: row.get(f.name) for f in DEAD_LETTER_SCHEMA}
+    doc["payload_size"] = len(payload) if payload is not None else None
+    doc["payload_sha256"] = _digest(payload) if payload is not None else None
+    ref = payload_ref(row)
+    for tight in (False, True):
+        for name, limits in TEXT_LIMITS.items():
+            doc[name] = _clip(row.get(name), limits[tight])
+        if payload is None or keep_prefix:  # the whole payload (or none), if it fits
+            doc["payload"] = None if payload is None else base64.b64encode(payload).decode()
+            doc["payload_truncated"], doc["payload_ref"] = False, None
+            value = _dumps(doc)
+            if len(value) <= budget:
+                return DeadLetterMessage(key, value, reason, False, None)
+            if payload is None:
+                continue
+        doc["payload"] = None
+        doc["payload_truncated"], doc["payload_ref"] = True, ref
+        value = _dumps(doc)
+        room = budget - len(value)
+        if room < 0:
+            continue
+        # "null" gives way to the quoted base64 of 3 bytes per 4 characters
+        prefix = (room + 2) // 4 * 3 if keep_prefix else 0
+        if prefix > 0:
+            doc["payload"] = base64.b64encode(payload[:prefix]).decode()
+            value = _dumps(doc)
+        return DeadLetterMessage(key, value, reason, True, ref)
+    raise ValueError(f"a dead letter does not fit in {max_message_bytes:,} bytes")
 
 
 def decode(value: bytes) -> dict[str, Any]:
-    """Inverse of :func:`encode` (``ValueError`` on a value that is not a dead letter)."""
+    """Inverse of :func:`encode`: the columns of ``DEAD_LETTER_SCHEMA`` plus
+    :data:`TOPIC_FIELDS`. ``payload`` is the whole raw value or null, never a prefix
+    (a truncated letter's prefix is ``payload_prefix``). ``ValueError`` on a value
+    that is not a dead letter, or whose payload does not match its SHA-256."""
     doc = json.loads(value)
     if not isinstance(doc, dict) or "reason" not in doc:
         raise ValueError("not a dead-letter message")
-    if doc.get("payload") is not None:
-        doc["payload"] = base64.b64decode(doc["payload"])
-    return {f.name: doc.get(f.name) for f in DEAD_LETTER_SCHEMA}
+    raw = base64.b64decode(doc["payload"]) if doc.get("payload") is not None else None
+    truncated = bool(doc.get("payload_truncated"))
+    row = {f.name: doc.get(f.name) for f in DEAD_LETTER_SCHEMA}
+    row["payload"] = None if truncated else raw
+    row["payload_prefix"] = raw if truncated else None
+    row["payload_truncated"] = truncated
+    size, sha = doc.get("payload_size"), doc.get("payload_sha256")
+    if not truncated and raw is not None:  # letters written before these fields had none
+        if sha is not None and sha != _digest(raw):
+            raise ValueError("dead-letter payload does not match its sha256")
+        size, sha = len(raw), _digest(raw)
+    row["payload_size"], row["payload_sha256"] = size, sha
+    return row
+
+
+def resolve_payloads(rows: list[dict[str, Any]], lake: Path | None) -> int:
+    """Put back, in place, the whole payload of each truncated letter of ``rows`` from
+    ``lake`` (its :func:`payload_ref`), checked against size and SHA-256. A letter
+    whose payload is not found (or ``lake`` is None) keeps ``payload`` null and gets a
+    note in ``detail``. Returns how many were not resolved."""
+    missing = 0
+    for row in rows:
+        if not row.get("payload_truncated"):
+            continue
+        ref = payload_ref(row)
+        data = _read_payload(lake / ref) if lake is not None else None
+        if data is not None and (len(data), _digest(data)) == (
+            row.get("payload_size"),
+            row.get("payload_sha256"),
+        ):
+            row["payload"] = data
+            continue
+        missing += 1
+        why = "no lake given" if lake is None else "not found" if data is None else "differs"
+        row["payload"] = None
+        row["detail"] = (
+            f"{row['detail']} [payload of {row.get('payload_size') or 0:,} bytes "
+            f"(sha256 {row.get('payload_sha256')}) truncated on the dead-letter topic; "
+            f"whole payload {ref}: {why}]"
+        )
+    return missing
+
+
+def _read_payload(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
-    """Dead-letter dicts as a :data:`DEAD_LETTER_SCHEMA` table."""
+    """Dead-letter dicts as a :data:`DEAD_LETTER_SCHEMA` table (other keys ignored)."""
     return pa.Table.from_pylist(list(rows), schema=DEAD_LETTER_SCHEMA)
 
 
 class DeadLetterProducer:
-    """Sends dead letters and returns only once Kafka has acknowledged all of them."""
+    """Sends dead letters and returns only once Kafka has acknowledged all of them.
 
-    def __init__(self, producer: Producer, topic: str, *, timeout: float = 60.0) -> None:
+    ``lake``: where whole payloads too big for the topic are kept (before the letter
+    that names them is produced). ``max_message_bytes``: the cap of one letter; the
+    producer's ``message.max.bytes`` must allow it (:func:`producer_config`).
+    """
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        *,
+        lake: Path,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        timeout: float = 60.0,
+    ) -> None:
         self._producer = producer
         self.topic = topic
+        self.lake = Path(lake)
+        self.max_message_bytes = max_message_bytes
         self._timeout = timeout
-        self._failures: list[str] = []
+        self._failures: list[tuple[int, KafkaError]] = []
 
-    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
-            self._failures.append(str(err))
+            self._failures.append((index, err))
 
     def send(self, dead: pa.Table) -> int:
         """Produce every row of ``dead`` and wait for the acknowledgements.
 
-        Raises :class:`BrokerError` if any is not acknowledged (the caller retries; the
-        offsets of these events are not done until this returns).
+        Raises :class:`BrokerError` if any is not acknowledged, or
+        :class:`~pipeline.errors.SinkError` if a whole payload cannot be written to the
+        lake (the caller retries; the offsets of these events are not done until this
+        returns). A letter the broker refuses as too large is sent again without its
+        payload prefix (size, SHA-256 and the lake copy kept).
         """
         if dead.num_rows == 0:
             return 0
+        rows = dead.to_pylist()
+        refused = self._send(rows, range(len(rows)), keep_prefix=True)
+        if refused:
+            LOG.warning(
+                "the broker refused %d dead letter(s) as too large (first key=%s): its "
+                "message limit is below dead_letter.max_message_bytes=%d; sending them "
+                "again without payload prefix (size, sha256 and the whole payload in the "
+                "lake are kept)",
+                len(refused),
+                dead_letter_key(rows[refused[0]]),
+                self.max_message_bytes,
+            )
+            refused = self._send(rows, refused, keep_prefix=False)
+        if refused:
+            raise BrokerError(
+                f"{len(refused)} dead letter(s) refused as too large even without payload "
+                f"(first key={dead_letter_key(rows[refused[0]])}): check the message limit "
+                f"of topic {self.topic}"
+            )
+        return int(dead.num_rows)
+
+    def _send(
+        self, rows: list[dict[str, Any]], which: Iterable[int], *, keep_prefix: bool
+    ) -> list[int]:
+        """Produce ``rows[i]`` for ``i`` in ``which`` and wait; the indexes refused as
+        too large (by this client or the broker)."""
         self._failures.clear()
-        for row in dead.to_pylist():
-            reason = str(row["reason"])
+        too_large: list[int] = []
+        kept = 0
+        for i in which:
+            row = rows[i]
+            message = encode(row, self.max_message_bytes, keep_prefix=keep_prefix)
+            if message.truncated:
+                self._keep_payload(row)
+                kept += 1
             while True:
                 try:
                     self._producer.produce(
                         self.topic,
-                        key=dead_letter_key(row).encode(),
-                        value=encode(row),
-                        headers={"reason": reason.encode()},
-                        on_delivery=self._delivered,
+                        key=message.key,
+                        value=message.value,
+                        headers=[("reason", message.reason)],
+                        on_delivery=functools.partial(self._delivered, i),
                     )
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     self._producer.poll(0.1)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                        too_large.append(i)
+                        break
+                    raise BrokerError(f"dead letters not produced: {exc}") from exc
         flush_or_raise(self._producer, self._timeout, "dead letters")
-        if self._failures:
-            raise BrokerError(f"dead letters not delivered: {self._failures[0]}")
-        return int(dead.num_rows)
+        others = []
+        for i, err in self._failures:
+            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                too_large.append(i)
+            else:
+                others.append(err)
+        if others:
+            raise BrokerError(f"dead letters not delivered: {others[0]}")
+        if kept:
+            LOG.info(
+                "%d dead letter(s) too big for topic %s carry a payload prefix, size and "
+                "sha256; whole payloads kept in %s",
+                kept,
+                self.topic,
+                self.lake / DEAD_PAYLOADS,
+            )
+        return sorted(too_large)
+
+    def _keep_payload(self, row: dict[str, Any]) -> None:
+        """Write the whole payload of ``row`` to the lake, durably, unless it is there
+        (the same source offset always holds the same message)."""
+        payload = row.get("payload")
+        if payload is None:
+            return
+        path = self.lake / payload_ref(row)
+        if path.is_file() and path.stat().st_size == len(payload):
+            return
+        write_bytes_durably(payload, path)
 
 
 def dedupe(dead: pa.Table) -> pa.Table:
@@ -110,4 +388,14 @@ def dedupe(dead: pa.Table) -> pa.Table:
     )
 
 
-__all__ = ["DeadLetterProducer", "decode", "dedupe", "encode", "to_table"]
+__all__ = [
+    "DeadLetterMessage",
+    "DeadLetterProducer",
+    "decode",
+    "dedupe",
+    "encode",
+    "payload_ref",
+    "producer_config",
+    "resolve_payloads",
+    "to_table",
+]

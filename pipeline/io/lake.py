@@ -5,6 +5,7 @@ as Spark and Trino expect)::
 
     LAKE/rated_calls/billing_cycle=YYYY-MM/<name>.parquet
     LAKE/dead_letters/<name>.parquet
+    LAKE/dead_letter_payloads/<topic>+<partition>+<offset>.bin
     LAKE/invoice_lines/billing_cycle=YYYY-MM/invoice_lines.parquet
 
 Every file is written under a hidden temporary name (``.<name>.tmp``, which
@@ -13,6 +14,9 @@ reader or a crash never sees half a file. Names are deterministic (the caller
 derives them from the source: topic, partition and first offset; or input file and
 first record index), so writing the same source again overwrites instead of
 duplicating.
+
+``dead_letter_payloads`` holds the raw message of a streaming dead letter too big to
+carry whole on the dead-letter topic (:mod:`pipeline.io.dead_letter_topic`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import SinkError
-from pipeline.io.atomic import AtomicFile
+from pipeline.io.atomic import AtomicFile, write_bytes_atomic
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
 
 RATED = "rated_calls"
 DEAD = "dead_letters"
+DEAD_PAYLOADS = "dead_letter_payloads"
 INVOICES = "invoice_lines"
 PARTITION = "billing_cycle"
 
@@ -70,6 +75,14 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def write_bytes_durably(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` whole or not at all. Raises :class:`SinkError`."""
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 class Lake:
     """A lake rooted at a directory. Methods state which partitions they touch."""
 
@@ -86,6 +99,10 @@ class Lake:
     @property
     def dead_dir(self) -> Path:
         return self.root / DEAD
+
+    @property
+    def dead_payload_dir(self) -> Path:
+        return self.root / DEAD_PAYLOADS
 
     def cycles(self) -> list[str]:
         """The billing cycles that have rated records, ascending."""

@@ -5,7 +5,9 @@ Per poll: decode the batch columnar (:mod:`pipeline.io.wire`), enrich it from Re
 to per-partition buffers. A due buffer is *flushed* by one writer thread (in
 submission order, overlapping the next batch's rating), in this order:
 
-1. its dead letters are produced and acknowledged by Kafka;
+1. its dead letters are produced and acknowledged by Kafka (each capped at
+   ``dead_letter.max_message_bytes``; a payload too big for that is first written
+   whole to ``LAKE/dead_letter_payloads/``, see :mod:`pipeline.io.dead_letter_topic`);
 2. its rated records are written as Parquet parts named by topic, partition and
    offset range (temporary name, fsync, rename);
 3. the lake checkpoint records the range's last offset (:mod:`.checkpoint`);
@@ -13,7 +15,8 @@ submission order, overlapping the next batch's rating), in this order:
 
 On assignment a partition resumes after the last offset the lake holds; on
 revocation its buffer is flushed first. Infrastructure failures (Redis, Kafka, the
-lake) pause consumption and retry; they never turn data into dead letters.
+lake) pause consumption and retry; they never turn data into dead letters. A dead
+letter Kafka does not acknowledge is such a failure (retried, never a crash).
 
 Observability: :attr:`StreamingService.metrics` (:mod:`pipeline.metrics`) is updated
 once per poll batch and once per flush; consumer lag is recomputed at most every
