@@ -12,15 +12,16 @@ Three uses, one rule set:
   users reaches these columns, so nothing is exempt except ISO-8601 dates and times
   (``2026-01-01T00:00:00Z`` in a tariff version stays readable).
 * :func:`redact` -- logs and console messages: :func:`mask_text` plus the pipeline's
-  own operational numbers (``offsets=100-199``, ``rated=1234567``, ``partitions=[(0,
-  1234567)]``, ``offset 1234567``), IPv4 addresses, fractions (``0.0000001``: no
-  phone number starts with ``0.``) and lower-case hex digests of 16, 32, 40 or 64
-  characters (reference data versions).
+  own operational numbers and names (``offsets=100-199``, ``rated=1234567``,
+  ``partitions=[(0, 1234567)]``, ``offset 1234567``, ``topic=calls-20261103``), IPv4
+  addresses, fractions (``0.0000001``: no phone number starts with ``0.``) and
+  lower-case hex digests of 16, 32, 40 or 64 characters (reference data versions).
 
-**Number-like run**: an optional plus (``+``, full-width ``＋``, small ``﹢``), then at
-least :data:`MIN_DIGITS` digits, where a digit is any Unicode decimal digit (``\\d``:
-ASCII, full-width, Arabic-Indic, Devanagari, mathematical ...) or a digit-like
-symbol (super/subscripts, circled and parenthesized digits, CJK numerals
+**Number-like run**: an optional plus (``+``, full-width ``＋``, small ``﹢``) and
+opening parenthesis, then at least :data:`MIN_DIGITS` digits, where a digit is any
+Unicode decimal digit (``\\d``: ASCII, full-width, Arabic-Indic, Devanagari,
+mathematical ...) or a digit-like symbol
+(super/subscripts, circled and parenthesized digits, CJK numerals
 ``〇一二三四五六七八九``), and digits may be separated by any number of separators:
 horizontal white space, dots, dashes, slashes, parentheses, brackets and invisible
 characters (zero-width spaces and joiners, soft hyphen, direction marks, combining
@@ -70,7 +71,7 @@ _SEPARATOR = (
     "]"
 )
 #: A number-like run (see the module docstring).
-NUMBER_LIKE = rf"{_PLUS}?{_DIGIT}(?:{_SEPARATOR}*{_DIGIT}){{{MIN_DIGITS - 1},}}"
+NUMBER_LIKE = rf"{_PLUS}?[(\uff08]?{_DIGIT}(?:{_SEPARATOR}*{_DIGIT}){{{MIN_DIGITS - 1},}}"
 
 _ISO_DATE = (
     r"(?<![0-9])(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
@@ -86,6 +87,7 @@ _NUMERIC_KEYS = (
 _OPERATIONAL = (
     rf"(?<![\w.])(?:{_NUMERIC_KEYS})=[0-9.-]+(?![0-9])"  # our own key=number tokens
     r"|(?<![\w.])partitions=\[[0-9(), ]*\]"  # assigned partitions=[(0, 123), ...]
+    r"|(?<![\w.])(?:topic|group|file|cycle)=[\w.-]+"  # names from configuration
     r"|(?<![\w.])offset [0-9]+(?![0-9])"
     r"|(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])"  # IPv4
     r"|(?<![0-9.])-?0\.[0-9]+(?![0-9]|\.[0-9])"  # fractions: 0.0000001, 0.123456789

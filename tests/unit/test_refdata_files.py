@@ -387,3 +387,48 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 def test_generator_refuses_impossible_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lnp_rows too large"):
         generate_reference_dir(tmp_path, npanxx_rows=10, lnp_rows=100_000)
+
+
+# --------------------------------------------------------------------------- CPNI
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            {5: "+12022228033,XR01,9075550000"},
+            "refused: lnp.csv line 5: tn '<number>' must be 10 digits, the first 2-9",
+        ),
+        (
+            {5: "2012458429,XR01,9075550000", 9: "2012458429,XR01,9075550000"},
+            "refused: lnp.csv line 9: duplicate tn '<number>' (first on line 5)",
+        ),
+        (
+            {7: "2125550100,XR01,+1 212 555 0100"},
+            "refused: lnp.csv line 7: lrn '<number>' must be 10 digits",
+        ),
+    ],
+)
+def test_cli_refusal_names_file_and_line_but_not_the_number(
+    ref_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lines: dict[int, str],
+    message: str,
+) -> None:
+    """Issue 10 item 8: ``cdr-pipeline rate --refdata BAD`` exits 2 with a message that
+    names the file, line and reason, and no digits of the bad numbers on the console."""
+    from pipeline.cli import main
+
+    events = tmp_path / "events.avro"
+    assert main(["generate", "--events", "3", "--output", str(events)]) == 0
+    capsys.readouterr()
+    for line, text in lines.items():
+        set_line(ref_dir / "lnp.csv", line, text)
+    lake = tmp_path / "lake"
+    assert main(["rate", "--refdata", str(ref_dir), "--output", str(lake), str(events)]) == 2
+    captured = capsys.readouterr()
+    console = captured.out + captured.err
+    assert message in " ".join(console.split())
+    for text in lines.values():
+        number = text.split(",")[2 if "lrn" in message else 0]
+        assert number.lstrip("+")[-7:] not in console
+    assert not lake.exists()
