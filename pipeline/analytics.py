@@ -62,7 +62,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.cpni import mask_number as mask_number  # re-exported: the analyst-mode rule
-from pipeline.cpni import mask_number_macro_sql, mask_text_array
+from pipeline.cpni import mask_number_macro_sql, mask_text_array, mask_text_macro_sql
 from pipeline.errors import ConfigError
 from pipeline.io.lake import DEAD, INVOICES, PARTITION, RATED
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
@@ -80,6 +80,7 @@ NUMBER_COLUMNS = ("calling_number", "called_number", "original_calling_number")
 #: the latest revision, computed on the raw call ids before masking.
 _ANALYST_RATED = "_analyst_rated_calls"
 _LATEST_FLAG = "_is_latest_revision"
+_MASK_TEXT_PYTHON = "_mask_text_python"  # the build-time Python half of mask_text
 _BATCH_ROWS = 64 * 1024
 
 #: Latest-revision order (see the module docstring).
@@ -239,7 +240,7 @@ def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     """Masked copies in memory, then no file access at all (see the module docstring)."""
     con.execute("SET temp_directory = ''")  # no spilling: no directory SQL could name
     con.create_function(
-        "mask_text",
+        _MASK_TEXT_PYTHON,
         _mask_text_udf,
         [duckdb.sqltype("VARCHAR")],
         duckdb.sqltype("VARCHAR"),
@@ -247,6 +248,7 @@ def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         null_handling=duckdb_func.SPECIAL,
         side_effects=False,
     )
+    con.execute(mask_text_macro_sql(_MASK_TEXT_PYTHON))
     for name, schema, files, hive in _sources(root):
         raw = _select(con, schema, files, hive)
         if name != "rated_calls_all_revisions":
@@ -266,7 +268,8 @@ def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
             f"CREATE VIEW rated_calls AS SELECT * EXCLUDE ({_LATEST_FLAG}) "  # noqa: S608
             f"FROM {_ANALYST_RATED} WHERE {_LATEST_FLAG}"
         )
-    con.remove_function("mask_text")
+    con.execute("DROP MACRO mask_text")
+    con.remove_function(_MASK_TEXT_PYTHON)
     for setting in (
         "autoinstall_known_extensions = false",
         "autoload_known_extensions = false",

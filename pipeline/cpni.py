@@ -96,9 +96,13 @@ _OPERATIONAL = (
 )
 _STRICT = re.compile(rf"(?P<keep>{_ISO_DATE})|{NUMBER_LIKE}")
 _OPS = re.compile(rf"(?P<keep>{_ISO_DATE}|{_OPERATIONAL})|{NUMBER_LIKE}")
-#: RE2 pre-filter for :func:`mask_text_array`: values that may hold a number-like run
-#: (an ASCII digit or any non-ASCII character); the rest skip the Python pass.
-_MAYBE_NUMBER = r"[0-9]|[^\x00-\x7f]"
+#: :data:`NUMBER_LIKE` restricted to ASCII text, for RE2 (Arrow): the same
+#: leftmost-first match on a value that is all ASCII (a test checks every character).
+_ASCII_SEPARATOR = r"[ \t./()\[\]-]"
+ASCII_NUMBER_LIKE = rf"\+?\(?[0-9](?:{_ASCII_SEPARATOR}*[0-9]){{{MIN_DIGITS - 1},}}"
+#: Values :func:`mask_text_array` hands to Python: any non-ASCII character, or
+#: something that may be an ISO date (kept, which one RE2 replacement cannot express).
+_NEEDS_PYTHON = r"[^\x00-\x7f]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
 
 
 def _keep_or_redact(match: re.Match[str]) -> str:
@@ -158,17 +162,30 @@ def mask_number_macro_sql() -> str:
     )
 
 
+def mask_text_macro_sql(python_function: str) -> str:
+    """The SQL of a DuckDB macro ``mask_text(s)``: :func:`mask_text`, by RE2 in DuckDB for
+    ASCII values without a date (:data:`ASCII_NUMBER_LIKE`) and by
+    ``python_function`` (a DuckDB function running :func:`mask_text_array`) for the rest."""
+    return (
+        "CREATE OR REPLACE TEMP MACRO mask_text(s) AS CASE "
+        f"WHEN regexp_matches(s, '{_NEEDS_PYTHON}') THEN {python_function}(s) "
+        f"ELSE regexp_replace(s, '{ASCII_NUMBER_LIKE}', '{REDACTED}', 'g') END"
+    )
+
+
 def mask_text_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """:func:`mask_text` over a string array (nulls stay null); the vectorized form the
-    analyst views use (a DuckDB Python function)."""
+    analyst views use (a DuckDB Python function). ASCII values without a date are
+    masked by Arrow (RE2, :data:`ASCII_NUMBER_LIKE`), the others by :func:`mask_text`."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if len(values) == 0:
-        return pa.array([], pa.string())
-    maybe = pc.fill_null(pc.match_substring_regex(values, _MAYBE_NUMBER), False)
-    if not pc.any(maybe).as_py():
-        return values.cast(pa.string())
-    out = values.to_pylist()
-    for i in pc.indices_nonzero(maybe).to_pylist():
-        out[i] = _STRICT.sub(_keep_or_redact, out[i])
+    values = values.cast(pa.string())
+    fast = pc.replace_substring_regex(values, ASCII_NUMBER_LIKE, REDACTED)
+    slow = pc.fill_null(pc.match_substring_regex(values, _NEEDS_PYTHON), False)
+    if len(values) == 0 or not pc.any(slow).as_py():
+        return fast
+    out = fast.to_pylist()
+    originals = values.to_pylist()
+    for i in pc.indices_nonzero(slow).to_pylist():
+        out[i] = mask_text(originals[i])
     return pa.array(out, pa.string())

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import duckdb.func as duckdb_func
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -18,12 +20,16 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.cpni import (
+    _SEPARATOR,
+    ASCII_NUMBER_LIKE,
     MALFORMED,
+    NUMBER_LIKE,
     REDACTED,
     mask_number,
     mask_number_macro_sql,
     mask_text,
     mask_text_array,
+    mask_text_macro_sql,
     redact,
 )
 from pipeline.observability import setup_logging
@@ -201,6 +207,43 @@ def test_mask_text_array_is_mask_text_per_value() -> None:
     assert mask_text_array(chunked).to_pylist() == got.to_pylist()
     assert mask_text_array(pa.array([], pa.string())).to_pylist() == []
     assert mask_text_array(pa.array(["ALASKA", None])).to_pylist() == ["ALASKA", None]
+
+
+def test_ascii_pattern_is_the_unicode_pattern_on_ascii() -> None:
+    """The RE2 fast path treats every ASCII character as :data:`NUMBER_LIKE` does."""
+    for code in range(128):
+        c = chr(code)
+        assert bool(re.fullmatch(_SEPARATOR, c)) == bool(re.fullmatch(r"[ \t./()\[\]-]", c)), c
+        for text in (f"{c}1234567", f"123{c}4567", f"1234567{c}"):
+            python = re.search(NUMBER_LIKE, text)
+            ascii_ = re.search(ASCII_NUMBER_LIKE, text)
+            assert (python and python.span()) == (ascii_ and ascii_.span()), text
+
+
+_TEXT_CON = duckdb.connect()
+_TEXT_CON.create_function(
+    "_py_mask",
+    mask_text_array,
+    [duckdb.sqltype("VARCHAR")],
+    duckdb.sqltype("VARCHAR"),
+    type=duckdb_func.ARROW,
+    null_handling=duckdb_func.SPECIAL,
+)
+_TEXT_CON.execute(mask_text_macro_sql("_py_mask"))
+_FREE_TEXT = st.text(
+    alphabet="0123456789+-. ()/[]:,TZa\u0661\uff11\u200b\u3007", min_size=0, max_size=40
+) | st.from_regex(r"x?(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9][T ]?[0-9 :+.-]{0,12}", fullmatch=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.none(), _FREE_TEXT), max_size=8))
+def test_arrow_and_sql_forms_are_mask_text(values: list[str | None]) -> None:
+    """mask_text_array (Arrow + Python) and the SQL macro (RE2 + Python) agree with
+    :func:`mask_text` value by value, dates and non-ASCII digits included."""
+    expected = [None if v is None else mask_text(v) for v in values]
+    assert mask_text_array(pa.array(values, pa.string())).to_pylist() == expected
+    got = _TEXT_CON.execute("SELECT mask_text(unnest(?::VARCHAR[]))", [values]).fetchall()
+    assert [r[0] for r in got] == expected
 
 
 # ------------------------------------------------------------------ logs (item 6)
