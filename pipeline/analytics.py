@@ -20,14 +20,20 @@ across all cycles: per call_id the highest ``revision``; ties (the same revision
 written twice) go to the highest ``source_partition``, ``source_offset``,
 ``source_file``, ``source_index`` (nulls last), then the highest ``billing_cycle``.
 
-**Analyst mode** (CPNI): ``calling_number``, ``called_number`` and
-``original_calling_number`` are masked in every view by :func:`mask_number`, dead
-letters lose ``payload`` (NULL) and runs of 7+ digits in ``detail`` become
-``[number]``. The masked rows are copied into DuckDB's memory first, then file access
-is switched off and the configuration locked, so SQL such as ``read_parquet('...')``,
-``COPY ... TO``, ``ATTACH`` or ``SET enable_external_access = true`` fails. This
-guards the command, not the files: a user who can read the lake's files with another
-tool sees the raw numbers (restrict the files with filesystem permissions).
+**Analyst mode** (CPNI), rules in :mod:`pipeline.cpni`: ``calling_number``,
+``called_number`` and ``original_calling_number`` are masked by :func:`mask_number`
+(a well-formed number keeps its first digits, anything else becomes ``<malformed>``);
+every other string column, lists of strings included (``ani_ii``, ``switch_id``,
+``call_id``, ``trunk_id``, ``source_file``, dead letters' ``detail`` ...), has each
+number-like run (7+ digits of any script, separators allowed) replaced by
+``<number>``; dead letters' ``payload`` (raw bytes) is NULL. The latest revision is
+chosen on the raw call ids, then the masked rows are copied into DuckDB's memory
+(no spilling: ``temp_directory`` is empty, so no directory is ever allowed), then
+extension auto-loading and file access are switched off and the configuration
+locked: ``read_parquet('...')``, ``glob``, ``COPY ... TO``, ``ATTACH``, ``INSTALL``
+or ``SET enable_external_access = true`` fail. This guards the command, not the
+files: a user who can read the lake's files with another tool sees the raw numbers
+(restrict the files with filesystem permissions).
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ import io
 import json
 import logging
 import math
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -49,12 +54,15 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import duckdb
+import duckdb.func as duckdb_func
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.cpni import mask_number as mask_number  # re-exported: the analyst-mode rule
+from pipeline.cpni import mask_number_macro_sql, mask_text_array, mask_text_macro_sql
 from pipeline.errors import ConfigError
 from pipeline.io.lake import DEAD, INVOICES, PARTITION, RATED
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
@@ -66,17 +74,13 @@ FORMATS: tuple[Format, ...] = ("table", "csv", "json")
 
 #: The views every connection from :func:`open_lake` holds.
 VIEWS = ("rated_calls", "rated_calls_all_revisions", "dead_letters", "invoice_lines")
-#: Columns that hold phone numbers (masked in analyst mode).
+#: Columns that hold phone numbers (masked by :func:`mask_number` in analyst mode).
 NUMBER_COLUMNS = ("calling_number", "called_number", "original_calling_number")
-#: Analyst mode shows at most this many leading digits of a number (country code 1 +
-#: NPA + NXX for NANP) ...
-KEEP_DIGITS = 7
-#: ... and always hides at least this many trailing digits (the line number).
-MIN_MASKED_DIGITS = 4
-
-_NUMBER_LIKE = re.compile(r"\+?[0-9]+")
-_DIGIT = re.compile(r"[0-9]")
-_DETAIL_NUMBER = r"\+?[0-9]{7,}"
+#: Analyst-mode views are built from internal tables; rated calls carry a flag for
+#: the latest revision, computed on the raw call ids before masking.
+_ANALYST_RATED = "_analyst_rated_calls"
+_LATEST_FLAG = "_is_latest_revision"
+_MASK_TEXT_PYTHON = "_mask_text_python"  # the build-time Python half of mask_text
 _BATCH_ROWS = 64 * 1024
 
 #: Latest-revision order (see the module docstring).
@@ -108,38 +112,9 @@ def analyst_mode(flag: bool | None) -> bool:
         raise ConfigError("CDR_ANALYST_MODE must be true or false") from exc
 
 
-def mask_number(number: str | None) -> str | None:
-    """The analyst-mode mask of a phone number (the SQL macro ``mask_number`` is the same).
-
-    * ``None`` stays ``None``.
-    * Digits with an optional leading ``+`` (``n`` digits): keep the ``+`` and the first
-      ``min(7, n - 4)`` digits (never fewer than 0), replace every other digit by ``X``.
-      NANP keeps country code + NPA-NXX: ``+12125550100`` -> ``+1212555XXXX``; longer
-      international numbers hide more than 4: ``+525555550100`` -> ``+5255555XXXXX``.
-    * Anything else (a malformed number): every digit becomes ``X``, other characters
-      stay (``+1 (212) 555-0100`` -> ``+X (XXX) XXX-XXXX``).
-    """
-    if number is None:
-        return None
-    if _NUMBER_LIKE.fullmatch(number):
-        plus = "+" if number.startswith("+") else ""
-        digits = number[len(plus) :]
-        keep = max(0, min(KEEP_DIGITS, len(digits) - MIN_MASKED_DIGITS))
-        return plus + digits[:keep] + "X" * (len(digits) - keep)
-    return _DIGIT.sub("X", number)
-
-
 def mask_macro_sql() -> str:
     """The SQL that defines the macro ``mask_number(n)``: :func:`mask_number` in DuckDB."""
-    plus = "CAST(starts_with(n, '+') AS INTEGER)"
-    keep = f"greatest(0, least({KEEP_DIGITS}, length(n) - {plus} - {MIN_MASKED_DIGITS}))"
-    return (
-        "CREATE OR REPLACE TEMP MACRO mask_number(n) AS CASE "
-        "WHEN n IS NULL THEN NULL "
-        r"WHEN regexp_full_match(n, '\+?[0-9]+') THEN "
-        f"left(n, {plus} + {keep}) || repeat('X', length(n) - {plus} - {keep}) "
-        "ELSE regexp_replace(n, '[0-9]', 'X', 'g') END"
-    )
+    return mask_number_macro_sql()
 
 
 # ------------------------------------------------------------------ building the views
@@ -183,16 +158,9 @@ def _source(files: list[str], hive: bool) -> str:
     return f"read_parquet([{', '.join(_literal(f) for f in files)}], {options})"
 
 
-def _select(
-    con: duckdb.DuckDBPyConnection,
-    schema: pa.Schema,
-    files: list[str],
-    hive: bool,
-    masks: dict[str, str],
-) -> str:
+def _select(con: duckdb.DuckDBPyConnection, schema: pa.Schema, files: list[str], hive: bool) -> str:
     """``SELECT`` of ``schema``'s columns, in order and cast to the schema's types, from
-    ``files`` (columns absent from every file are NULL); ``masks`` maps a column to the
-    SQL expression that replaces it (``{col}`` stands for the column)."""
+    ``files`` (columns absent from every file are NULL)."""
     cols = []
     present: set[str] = set()
     if files:
@@ -201,21 +169,37 @@ def _select(
         present = {str(row[0]) for row in described}
     for f in schema:
         expr = _ident(f.name) if f.name in present else "NULL"
-        expr = masks.get(f.name, "{col}").replace("{col}", expr)
         cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
     where = f"FROM {_source(files, hive)}" if files else "WHERE false"
     return f"SELECT {', '.join(cols)} {where}"
 
 
-def _masks(analyst: bool, schema: pa.Schema) -> dict[str, str]:
-    if not analyst:
-        return {}
-    masks = {c: "mask_number({col})" for c in NUMBER_COLUMNS if c in schema.names}
-    if "payload" in schema.names:
-        masks["payload"] = "NULL"
-    if "detail" in schema.names:
-        masks["detail"] = "regexp_replace({col}, " + _literal(_DETAIL_NUMBER) + ", '[number]', 'g')"
-    return masks
+def _analyst_expr(field: pa.Field) -> str:
+    """The analyst-mode expression of a column: number columns by ``mask_number``, every
+    other string (and list of strings) by ``mask_text``, bytes NULL, the rest as is."""
+    col = _ident(field.name)
+    dtype = field.type
+    if field.name in NUMBER_COLUMNS:
+        return f"mask_number({col})"
+    if pa.types.is_string(dtype):
+        return f"mask_text({col})"
+    if pa.types.is_list(dtype) and pa.types.is_string(dtype.value_type):
+        return f"list_transform({col}, lambda v: mask_text(v))"
+    if pa.types.is_binary(dtype):
+        return "NULL"
+    return col
+
+
+def _analyst_select(schema: pa.Schema, raw: str, extra: tuple[str, ...] = ()) -> str:
+    """The masked ``SELECT`` over ``raw`` (a query with ``schema``'s columns); ``extra``
+    columns of ``raw`` are passed through."""
+    cols = [f"CAST({_analyst_expr(f)} AS {_duck_type(f.type)}) AS {_ident(f.name)}" for f in schema]
+    cols.extend(_ident(c) for c in extra)
+    return f"SELECT {', '.join(cols)} FROM ({raw}) AS raw"  # noqa: S608
+
+
+def _mask_text_udf(values: pa.Array) -> pa.Array:
+    return mask_text_array(values)
 
 
 def _check_lake(root: Path) -> None:
@@ -225,13 +209,88 @@ def _check_lake(root: Path) -> None:
         raise ConfigError(f"{root}: not a lake (no {RATED}/, {DEAD}/ or {INVOICES}/ folder)")
 
 
+def _sources(root: Path) -> tuple[tuple[str, pa.Schema, list[str], bool], ...]:
+    return (
+        (
+            "rated_calls_all_revisions",
+            RATED_SCHEMA,
+            _files(root / RATED, f"{PARTITION}=*/*.parquet"),
+            True,
+        ),
+        ("dead_letters", DEAD_LETTER_SCHEMA, _files(root / DEAD, "*.parquet"), False),
+        (
+            "invoice_lines",
+            INVOICE_LINE_SCHEMA,
+            _files(root / INVOICES, f"{PARTITION}=*/*.parquet"),
+            True,
+        ),
+    )
+
+
+def _build_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    for name, schema, files, hive in _sources(root):
+        con.execute(f"CREATE VIEW {name} AS {_select(con, schema, files, hive)}")
+    con.execute(
+        "CREATE VIEW rated_calls AS SELECT * FROM rated_calls_all_revisions "  # noqa: S608
+        f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {_LATEST_ORDER}) = 1"
+    )
+
+
+def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Masked copies in memory, then no file access at all (see the module docstring)."""
+    con.execute("SET temp_directory = ''")  # no spilling: no directory SQL could name
+    con.create_function(
+        _MASK_TEXT_PYTHON,
+        _mask_text_udf,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("VARCHAR"),
+        type=duckdb_func.ARROW,
+        null_handling=duckdb_func.SPECIAL,
+        side_effects=False,
+    )
+    con.execute(mask_text_macro_sql(_MASK_TEXT_PYTHON))
+    for name, schema, files, hive in _sources(root):
+        raw = _select(con, schema, files, hive)
+        if name != "rated_calls_all_revisions":
+            con.execute(f"CREATE TABLE {name} AS {_analyst_select(schema, raw)}")
+            continue
+        # the latest revision is chosen on the raw call ids: masked ones may collide
+        flagged = (
+            f"SELECT *, row_number() OVER (PARTITION BY call_id ORDER BY {_LATEST_ORDER}) = 1 "  # noqa: S608
+            f"AS {_LATEST_FLAG} FROM ({raw}) AS unmasked"
+        )
+        masked = _analyst_select(schema, flagged, (_LATEST_FLAG,))
+        con.execute(f"CREATE TABLE {_ANALYST_RATED} AS {masked}")
+        con.execute(
+            f"CREATE VIEW {name} AS SELECT * EXCLUDE ({_LATEST_FLAG}) FROM {_ANALYST_RATED}"  # noqa: S608
+        )
+        con.execute(
+            f"CREATE VIEW rated_calls AS SELECT * EXCLUDE ({_LATEST_FLAG}) "  # noqa: S608
+            f"FROM {_ANALYST_RATED} WHERE {_LATEST_FLAG}"
+        )
+    con.execute("DROP MACRO mask_text")
+    con.remove_function(_MASK_TEXT_PYTHON)
+    for setting in (
+        "autoinstall_known_extensions = false",
+        "autoload_known_extensions = false",
+        "allow_community_extensions = false",
+        "enable_external_access = false",
+        "lock_configuration = true",
+    ):
+        con.execute(f"SET {setting}")
+    allowed = con.execute("SELECT current_setting('allowed_directories')").fetchall()
+    if allowed != [([],)]:  # DuckDB adds its temp directory when there is one
+        raise ConfigError(f"analyst mode: DuckDB still allows file access to {allowed}")
+
+
 def open_lake(root: Path, *, analyst: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the :data:`VIEWS` of the lake at ``root``.
 
     The file list is taken now: files written later are not seen by this connection.
     Session time zone UTC; Python-variable replacement scans off. In analyst mode the
-    masked data are copied into memory (one pass over the lake) and file access is then
-    disabled and the configuration locked (see the module docstring).
+    masked data are copied into memory (one pass over the lake, no spilling to disk),
+    then file access is disabled and the configuration locked (see the module
+    docstring).
 
     Raises :class:`ConfigError` if ``root`` is not a lake or cannot be read.
     """
@@ -242,36 +301,17 @@ def open_lake(root: Path, *, analyst: bool = False) -> duckdb.DuckDBPyConnection
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET python_enable_replacements = false")
-        con.execute(mask_macro_sql())
-        kind = "TABLE" if analyst else "VIEW"
-        sources = (
-            (
-                "rated_calls_all_revisions",
-                RATED_SCHEMA,
-                _files(root / RATED, f"{PARTITION}=*/*.parquet"),
-                True,
-            ),
-            ("dead_letters", DEAD_LETTER_SCHEMA, _files(root / DEAD, "*.parquet"), False),
-            (
-                "invoice_lines",
-                INVOICE_LINE_SCHEMA,
-                _files(root / INVOICES, f"{PARTITION}=*/*.parquet"),
-                True,
-            ),
-        )
-        for name, schema, files, hive in sources:
-            select = _select(con, schema, files, hive, _masks(analyst, schema))
-            con.execute(f"CREATE {kind} {name} AS {select}")
-        con.execute(
-            "CREATE VIEW rated_calls AS SELECT * FROM rated_calls_all_revisions "  # noqa: S608
-            f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {_LATEST_ORDER}) = 1"
-        )
+        con.execute(mask_number_macro_sql())
         if analyst:
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+            _build_analyst_views(con, root)
+        else:
+            _build_views(con, root)
     except duckdb.Error as exc:
         con.close()
         raise ConfigError(f"{root}: cannot read the lake: {_first_line(exc)}") from exc
+    except ConfigError:
+        con.close()
+        raise
     LOG.debug(
         "lake=%s analyst=%s views ready in %.2f s", root, analyst, time.perf_counter() - started
     )
@@ -289,6 +329,8 @@ def _query_error(exc: duckdb.Error, analyst: bool) -> ConfigError:
             "analyst mode: file access is disabled; query the views "
             f"{', '.join(VIEWS)} ({_first_line(exc)})"
         )
+    if analyst and "configuration has been locked" in str(exc):
+        return ConfigError(f"analyst mode: settings are locked ({_first_line(exc)})")
     return ConfigError(f"query failed: {str(exc).strip()}")
 
 

@@ -440,20 +440,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script. Every error message it prints goes through
+    :func:`pipeline.cpni.redact` (no phone number reaches the console)."""
+    from pipeline.cpni import redact
+
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        console.print(f"[red]refused:[/red] {escape(str(exc))}")
+        console.print(f"[red]refused:[/red] {escape(redact(str(exc)))}")
         return 2
     except InfrastructureError as exc:
-        console.print(f"[red]unavailable:[/red] {escape(str(exc))}")
+        console.print(f"[red]unavailable:[/red] {escape(redact(str(exc)))}")
         return 3
     except PipelineError as exc:
-        LOG.error("failed: %s", exc)
+        LOG.error("failed: %s", redact(str(exc)))
         return 1
     except KeyboardInterrupt:
         console.print("interrupted")

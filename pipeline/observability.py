@@ -11,9 +11,11 @@ Two renderings of the same lines (:func:`setup_logging`):
   ``offset_last``).
 
 Defence in depth: :class:`RedactPhoneNumbers` replaces anything that looks like a
-phone number (``+`` and/or 10 to 15 digits in a row) in every record's final
-message and traceback with ``<number>``, except the values of the counter and
-offset keys the pipeline logs itself (``offsets=``, ``rated=``, ...).
+phone number in every record's final message and traceback with ``<number>``
+(:func:`pipeline.cpni.redact`: 7 or more digits of any script, separators such as
+spaces, dots, dashes and parentheses allowed), except ISO-8601 dates and times and
+the numbers the pipeline logs itself (``offsets=``, ``rated=``, ..., IPv4 addresses,
+reference data versions).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any, Literal, TextIO
 
 from rich.console import Console
 
+from pipeline.cpni import REDACTED as REDACTED  # re-exported
+from pipeline.cpni import redact
 from pipeline.errors import ConfigError
 
 LOG = logging.getLogger("cdr_pipeline")
@@ -37,26 +41,10 @@ LogFormat = Literal["kv", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("kv", "json")
 KV_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
-#: Keys whose values are the pipeline's own numbers (offsets, counts): never redacted,
-#: so a 10-digit offset stays readable.
-_NUMERIC_KEYS = (
-    "offsets?|first|last|partition|position|lag|high|low|consumed|rated|dead_letters|files"
-    "|flushes|rows|bytes|messages|events|generation|port|version"
-)
-_PHONE_LIKE = re.compile(
-    rf"(?P<keep>(?<![\w.])(?:{_NUMERIC_KEYS})=[0-9-]+)"  # our own key=number tokens
-    r"|(?P<phone>(?<![0-9])\+?[0-9]{10,15}(?![0-9]))"  # E.164 or NANP-like digits
-)
-REDACTED = "<number>"
 _KV_TOKEN = re.compile(r"(?<!\S)([A-Za-z_][A-Za-z0-9_.]*)=(\S+)")
 _INT = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)")
-
-
-def redact(text: str) -> str:
-    """``text`` with phone-number-like digit runs replaced by ``<number>``."""
-    return _PHONE_LIKE.sub(lambda m: m.group("keep") or REDACTED, text)
 
 
 class RedactPhoneNumbers(logging.Filter):

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.cpni import mask_text
 from pipeline.rating.codes import CATEGORY_NAMES, OCN_CATEGORIES, REGION_CODE, Region
 from pipeline.rating.money import to_micro
 
@@ -48,14 +49,14 @@ class KeyIndex:
     def build(cls, keys: I64) -> tuple[KeyIndex, npt.NDArray[np.intp]]:
         """Sort ``keys``; return the index and the permutation applied (to reorder values).
 
-        Raises ``ValueError`` naming the first duplicate key.
+        Raises ``ValueError`` naming the first duplicate key (masked if number-like).
         """
         order = np.argsort(keys, kind="stable")
         ordered = keys[order]
         if ordered.size > 1:
             dup = np.flatnonzero(ordered[1:] == ordered[:-1])
             if dup.size:
-                raise ValueError(f"duplicate key {int(ordered[dup[0]])}")
+                raise ValueError(f"duplicate key {mask_text(str(int(ordered[dup[0]])))}")
         return cls(ordered.astype(np.int64, copy=False)), order
 
     def find(self, probe: I64) -> npt.NDArray[np.intp]:

@@ -9,7 +9,10 @@ the first bad line, so a million LNP rows load in about a second.
 
 Every problem raises :class:`pipeline.errors.ReferenceDataError` naming the file,
 the 1-based line (the header is line 1) and the reason, e.g.
-``lnp.csv line 7: tn '90755501' must be 10 digits, the first 2-9``.
+``lnp.csv line 7: tn '90755501' must be 10 digits, the first 2-9``. A value that
+looks like a phone number (CPNI) is masked in the message
+(:func:`pipeline.cpni.mask_value`): ``lnp.csv line 7: tn '<number>' must be 10
+digits, the first 2-9``.
 
 The version of a directory is a short SHA-256 of its files' bytes: the same content
 gives the same version in files, in Redis and in the rated records.
@@ -28,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from pipeline.cpni import mask_text, mask_value
 from pipeline.errors import ReferenceDataError
 from pipeline.rating.codes import NANP_REGIONS, OCN_CATEGORIES
 from pipeline.rating.reference import ReferenceData
@@ -53,6 +57,9 @@ VERSION_LENGTH = 16  # hex digits of the SHA-256 kept as the version
 _BOM = b"\xef\xbb\xbf"
 _TEXT = r"^\S(.*\S)?$"  # non-empty, no leading/trailing blank
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+#: Columns that never hold a phone number (money): error messages quote their values
+#: as they are; every other value is quoted through :func:`pipeline.cpni.mask_value`.
+_PLAIN_COLUMNS = frozenset({"toll_free_flat_per_min"})
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ def build_reference_data(version: str, tables: Mapping[str, pa.Table]) -> Refere
             blocklist=tables["blocklist"],
         )
     except ValueError as exc:
-        raise ReferenceDataError(f"reference data {version}: {exc}") from exc
+        raise ReferenceDataError(f"reference data {version}: {mask_text(str(exc))}") from exc
 
 
 def load_reference_dir(directory: Path) -> ReferenceData:
@@ -180,7 +187,7 @@ def _check_header(file_name: str, columns: tuple[str, ...], data: bytes) -> None
     else:
         detail = "columns out of order or repeated"
     raise ReferenceDataError(
-        f"{file_name} line 1: header must be {expected!r}, got {text!r} ({detail})"
+        f"{file_name} line 1: header must be {expected!r}, got {mask_value(text)} ({detail})"
     )
 
 
@@ -313,7 +320,7 @@ def _check_values(name: str, table: pa.Table, data: bytes) -> None:
         key = _KEYS[name]
         value = table.column(key)[row].as_py()
         raise ReferenceDataError(
-            f"{file_name} line {_line_of_row(data, row)}: duplicate {key} {value!r} "
+            f"{file_name} line {_line_of_row(data, row)}: duplicate {key} {mask_value(value)} "
             f"(first on line {_line_of_row(data, first)})"
         )
 
@@ -335,9 +342,14 @@ def _raise_first_failure(
             value = table.column(check.column)[row].as_py()
             raise ReferenceDataError(
                 f"{file_name} line {_line_of_row(data, row)}: "
-                f"{check.column} {value!r} {check.reason}"
+                f"{check.column} {_quoted(check.column, value)} {check.reason}"
             )
     raise AssertionError("unreachable: a failing row fails a check")
+
+
+def _quoted(column: str, value: object) -> str:
+    """``value`` as an error message quotes it: masked unless ``column`` is plain."""
+    return repr(value) if column in _PLAIN_COLUMNS else mask_value(value)
 
 
 def _first_duplicate(column: pa.ChunkedArray) -> tuple[int, int] | None:

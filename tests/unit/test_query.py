@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -18,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -32,6 +34,7 @@ from pipeline.analytics import (
     run_query,
 )
 from pipeline.cli import main
+from pipeline.cpni import MALFORMED
 from pipeline.errors import ConfigError
 from pipeline.io.lake import Lake
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
@@ -364,10 +367,11 @@ def test_table_format(lake: Lake) -> None:
         ("+525555550100", "+5255555XXXXX"),  # at most 7 digits shown
         ("+442071234567", "+4420712XXXXX"),
         ("+88212345", "+8821XXXX"),  # at least 4 digits hidden
-        ("12125550100", "1212555XXXX"),  # digits without +
-        ("+1 (212) 555-0100", "+X (XXX) XXX-XXXX"),  # anything else: every digit hidden
-        ("+123", "+XXX"),
-        ("anonymous", "anonymous"),
+        ("12125550100", MALFORMED),  # not well-formed: masked whole
+        ("+1 (212) 555-0100", MALFORMED),
+        ("+\uff11\uff12\uff11\uff12\uff15\uff15\uff15\uff10\uff11\uff10\uff10", MALFORMED),
+        ("+123", MALFORMED),
+        ("anonymous", MALFORMED),
         ("", ""),
         (None, None),
     ],
@@ -381,7 +385,7 @@ _MASK_CON.execute(mask_macro_sql())
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.none(), st.text(alphabet="+0123456789 -()xé", max_size=20)))
+@given(st.one_of(st.none(), st.text(alphabet="+0123456789 -()xé\uff11\u0661\u0967", max_size=20)))
 def test_sql_mask_is_the_python_mask(number: str | None) -> None:
     """The SQL macro used by the views and :func:`mask_number` are the same rule."""
     got = _MASK_CON.execute("SELECT mask_number(?)", [number]).fetchone()
@@ -403,7 +407,7 @@ def test_analyst_mode_masks_numbers_in_every_view(analyst_con: duckdb.DuckDBPyCo
         "+1800555XXXX",
     )
     assert got["c-4"]["original_calling_number"] == "+1212555XXXX"
-    assert got["c-5"]["calling_number"] == "1212555XXXX"
+    assert got["c-5"]["calling_number"] == MALFORMED  # 12125550100: no +
     assert got["c-6"]["calling_number"] is None
     assert got["c-7"]["calling_number"] == "+5255555XXXXX"
     dead = {
@@ -411,7 +415,7 @@ def test_analyst_mode_masks_numbers_in_every_view(analyst_con: duckdb.DuckDBPyCo
         for r in rows(analyst_con, "SELECT call_id, detail, payload FROM dead_letters")
     }
     assert all(r["payload"] is None for r in dead.values())
-    assert dead[None]["detail"] == "cannot decode: '[number]' is not a valid int"
+    assert dead[None]["detail"] == "cannot decode: '<number>' is not a valid int"
 
 
 def test_no_raw_number_reaches_the_analyst(lake: Lake) -> None:
@@ -503,3 +507,208 @@ def test_cli_query_errors_exit_2(
     captured = capsys.readouterr()
     assert "analyst mode" in captured.err
     assert captured.out == ""
+
+
+# ------------------------------------------------------------------ analyst mode: hostile
+#: Numbers written so that the old masks missed them (issue 10, items 3 and 4).
+HOSTILE = {
+    "calling_number": "+\uff11\uff12\uff11\uff12\uff15\uff15\uff15\uff10\uff11\uff10\uff10",
+    "called_number": "+\u0661\u0662\u0661\u0662\u0665\u0665\u0665\u0660\u0661\u0660\u0661",
+    "original_calling_number": "+1 212 555 0102",
+    "ani_ii": "+12125550104",
+    "switch_id": "+12125550104",
+    "trunk_id": "TRK-\u0968\u0967\u0968\u096b\u096b\u096b\u0966\u0967\u0966\u096b",  # Devanagari
+    "call_id": "x-(212) 555-0106",
+    "source_file": "calls-212.555.0107.avro",
+}
+#: The national digits of every hostile number: none may reach an analyst, in any script.
+HOSTILE_DIGITS = (
+    "2125550100", "2125550101", "2125550102", "2125550104", "2125550105", "2125550106",
+    "2125550107", "2125550108", "2125550109", "2125550110", "2125550111",
+)  # fmt: skip
+
+
+def _ascii_digits(text: str) -> str:
+    """Only the digits of ``text``, any script, as ASCII (separators dropped)."""
+    return "".join(
+        str(unicodedata.digit(c)) for c in text if unicodedata.digit(c, None) is not None
+    )
+
+
+def _build_hostile_lake(root: Path) -> Lake:
+    """The test lake plus an old lake's rows: numbers in non-ASCII digits and in free-text
+    columns of every table, and two calls whose ids differ only in their digits."""
+    lake = _build_lake(root)
+    template = lake.read_rated("2026-11").filter(pc.equal(pc.field("call_id"), "c-3"))
+    rows_: list[dict[str, Any]] = []
+    for call_id in (HOSTILE["call_id"], "y-2125550110", "y-2125550111"):
+        row = template.to_pylist()[0] | HOSTILE | {"call_id": call_id}
+        row["flags"] = ["NOTE +1-212-555-0108"]
+        rows_.append(row)
+    lake.write_rated(pa.Table.from_pylist(rows_, schema=RATED_SCHEMA), "legacy")
+    dead = pa.Table.from_pylist(
+        [{"reason": "MALFORMED_CALLED_NUMBER",
+          "detail": "called_number '\u096b\u096b\u096b\u0966\u0967\u0966\u096f' and +1 (212) 555-0109",
+          "call_id": "+12125550109", "source_topic": "calls-2125550109", "source_file": None,
+          "source_index": 0, "payload": b"+12125550109"}],
+        schema=DEAD_LETTER_SCHEMA,
+    )  # fmt: skip
+    lake.write_dead_letters(dead, "legacy")
+    lines = lake.read_invoice_lines("2026-11")
+    lines = lines.set_column(
+        lines.schema.get_field_index("trunk_id"),
+        "trunk_id",
+        pa.array(["+12125550105"] * lines.num_rows, pa.string()),
+    )
+    lake.write_invoice_lines(lines, "2027-01")
+    return lake
+
+
+@pytest.fixture(scope="module")
+def hostile_lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    return _build_hostile_lake(tmp_path_factory.mktemp("hostile"))
+
+
+def test_analyst_mode_masks_non_ascii_digits_and_every_string_column(hostile_lake: Lake) -> None:
+    """Issue 10 items 3-4: full-width / Arabic-Indic / Devanagari numbers, numbers in
+    ani_ii, switch_id, trunk_id, call_id, flags, source_file and dead letters' detail,
+    call_id, source_topic and payload: no digits of them in any view, any format."""
+    for view in VIEWS:
+        for fmt in ("csv", "json", "table"):
+            out = query(hostile_lake, f"SELECT * FROM {view}", fmt, analyst=True, max_rows=1000)  # noqa: S608
+            digits = _ascii_digits(out)
+            assert not [n for n in HOSTILE_DIGITS if n[-7:] in digits], (view, fmt)
+    # without analyst mode they are there (the check has teeth)
+    raw = _ascii_digits(query(hostile_lake, "SELECT * FROM rated_calls", "json"))
+    assert all(n in raw for n in HOSTILE_DIGITS[:3])
+    con = open_lake(hostile_lake.root, analyst=True)
+    try:
+        legacy = rows(
+            con,
+            "SELECT * FROM rated_calls WHERE source_file LIKE 'calls-%' ORDER BY call_id",
+        )
+        dead = rows(con, "SELECT * FROM dead_letters WHERE source_topic IS NOT NULL")
+        trunks = rows(
+            con, "SELECT DISTINCT trunk_id FROM invoice_lines WHERE billing_cycle = '2027-01'"
+        )
+    finally:
+        con.close()
+    first = legacy[0]
+    assert (first["calling_number"], first["called_number"]) == (MALFORMED, MALFORMED)
+    assert first["original_calling_number"] == MALFORMED
+    assert (first["ani_ii"], first["switch_id"]) == ("<number>", "<number>")
+    assert (first["trunk_id"], first["call_id"]) == ("TRK-<number>", "x-<number>")
+    assert first["flags"] == ["NOTE <number>"]
+    assert first["source_file"] == "calls-<number>.avro"
+    assert first["tariff_version"].endswith("T00:00:00Z")  # ISO instants stay readable
+    assert dead[0]["detail"] == "called_number '<number>' and <number>"
+    assert (dead[0]["call_id"], dead[0]["source_topic"], dead[0]["payload"]) == (
+        "<number>",
+        "calls-<number>",
+        None,
+    )
+    assert trunks == [{"trunk_id": "<number>"}]
+
+
+def test_analyst_latest_revision_is_chosen_before_masking(hostile_lake: Lake) -> None:
+    """Two calls whose ids differ only in masked digits both stay in rated_calls."""
+    sql = "SELECT count(*) AS n FROM rated_calls"
+    plain = query(hostile_lake, sql)
+    assert query(hostile_lake, sql, analyst=True) == plain
+    masked = query(
+        hostile_lake, "SELECT call_id FROM rated_calls WHERE call_id LIKE 'y-%'", analyst=True
+    )
+    assert masked.splitlines()[1:] == ['"y-<number>"', '"y-<number>"']
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "COPY (SELECT 1) TO '{cwd}/.tmp/x.csv'",
+        "COPY rated_calls TO '{cwd}/.tmp/x.parquet' (FORMAT parquet)",
+        "COPY rated_calls TO '{tmp}/x.csv'",
+        "COPY rated_calls TO '/tmp/cdr-analyst-{name}.csv'",
+        "EXPORT DATABASE '{cwd}/.tmp/export'",
+        "ATTACH '{cwd}/.tmp/a.duckdb'",
+        "ATTACH '{tmp}/a.duckdb'",
+        "SELECT * FROM read_csv('{cwd}/.tmp/*.csv')",
+        "SELECT * FROM glob('{cwd}/.tmp/*')",
+        "SELECT * FROM glob('{cwd}/*')",
+        "SELECT * FROM glob('/tmp/*')",
+        "SELECT * FROM read_text('{cwd}/seen.txt')",
+        "SELECT * FROM read_text('/etc/hostname')",
+        "SELECT * FROM read_blob('{lake}/rated_calls/billing_cycle=2026-11/first.parquet')",
+        "SELECT * FROM read_parquet('{lake}/**/*.parquet')",
+        "SELECT * FROM '{lake}/dead_letters/first.parquet'",
+        "SELECT * FROM read_csv('https://example.invalid/x.csv')",
+        "SELECT * FROM query('SELECT * FROM read_text(''/etc/hostname'')')",
+        "SET enable_external_access = true",
+        "RESET enable_external_access",
+        "SET lock_configuration = false",
+        "SET temp_directory = '{tmp}'",
+        "SET allowed_directories = ['{tmp}']",
+        "SET allowed_paths = ['{cwd}/seen.txt']",
+        "INSTALL httpfs",
+        "FORCE INSTALL json",
+        "LOAD httpfs",
+        "CREATE PERSISTENT SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')",
+    ],
+)
+def test_analyst_sql_has_no_file_access_at_all(
+    lake: Lake,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    template: str,
+) -> None:
+    """Issue 10 item 5: no directory stays open in analyst mode (``<cwd>/.tmp/`` was):
+    every attempt is refused with exit 2 and a clear message, and nothing is written."""
+    cwd = tmp_path / "cwd"
+    (cwd / ".tmp").mkdir(parents=True)  # as if DuckDB had made its spill directory here
+    (cwd / ".tmp" / "raw.csv").write_text("calling_number\n+12125550100\n")
+    (cwd / "seen.txt").write_text("+12125550100\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(cwd)
+    sql = template.format(cwd=cwd, tmp=other, lake=lake.root, name=tmp_path.name)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["query", sql, "--lake", str(lake.root), "--analyst", "--format", "csv"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "refused: analyst mode: " in captured.err
+    assert "5550100" not in captured.err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not Path(f"/tmp/cdr-analyst-{tmp_path.name}.csv").exists()
+
+
+def test_analyst_mode_has_no_directory_and_no_spill(
+    lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``allowed_directories`` and ``allowed_paths`` are empty, spilling is off, and no
+    ``.tmp`` directory appears in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    con = open_lake(lake.root, analyst=True)
+    try:
+        settings_ = dict(
+            con.sql(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN ('allowed_directories', "
+                "'allowed_paths', 'temp_directory', 'enable_external_access', "
+                "'lock_configuration', 'autoload_known_extensions', 'autoinstall_known_extensions')"
+            ).fetchall()
+        )
+        functions = con.sql(
+            "SELECT function_name FROM duckdb_functions() WHERE function_name = 'mask_text'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert settings_ == {
+        "allowed_directories": "[]",
+        "allowed_paths": "[]",
+        "temp_directory": "",
+        "enable_external_access": "false",
+        "lock_configuration": "true",
+        "autoload_known_extensions": "false",
+        "autoinstall_known_extensions": "false",
+    }
+    assert functions == []  # the build-time Python function is gone
+    assert list(tmp_path.iterdir()) == []

@@ -116,7 +116,7 @@ def test_bad_header_is_refused(ref_dir: Path, file_name: str, header: str, reaso
             "lnp.csv",
             7,
             "90755501,XR01,9075550000",
-            "lnp.csv line 7: tn '90755501' must be 10 digits",
+            "lnp.csv line 7: tn '<number>' must be 10 digits",  # CPNI: masked
         ),
         ("lnp.csv", 3, "9075550123,XR01,907555", "lnp.csv line 3: lrn '907555' must be 10 digits"),
         ("npa_regions.csv", 2, "201,MARS,NJ", "npa_regions.csv line 2: region 'MARS' must be one"),
@@ -156,7 +156,7 @@ def test_bad_header_is_refused(ref_dir: Path, file_name: str, header: str, reaso
             "blocklist.csv",
             3,
             "1234567890123456,x",
-            "blocklist.csv line 3: prefix '1234567890123456'",
+            "blocklist.csv line 3: prefix '<number>'",
         ),
         ("blocklist.csv", 4, "883,", "blocklist.csv line 4: reason '' must be non-empty"),
     ],
@@ -166,6 +166,8 @@ def test_bad_value_is_refused_naming_file_line_and_reason(
 ) -> None:
     set_line(ref_dir / file_name, line, text)
     assert refused(ref_dir).startswith(message)
+    if "<number>" in message:  # the digits themselves are nowhere in the message
+        assert text.split(",")[0] not in refused(ref_dir)
 
 
 def test_first_bad_line_is_reported(ref_dir: Path) -> None:
@@ -188,8 +190,10 @@ def test_duplicate_key_is_refused(
     rest = lines[line_b - 1].split(",")[1:]
     set_line(path, line_b, ",".join([first_key, *rest]))
     message = refused(ref_dir)
-    assert message.startswith(f"{file_name} line {line_b}: duplicate {key} {first_key!r}")
+    shown = "'<number>'" if key == "tn" else repr(first_key)  # a tn is CPNI: masked
+    assert message.startswith(f"{file_name} line {line_b}: duplicate {key} {shown}")
     assert f"first on line {line_a}" in message
+    assert key != "tn" or first_key not in message
 
 
 @pytest.mark.parametrize("file_name", ["npanxx.csv", "lnp.csv"])
@@ -383,3 +387,48 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 def test_generator_refuses_impossible_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lnp_rows too large"):
         generate_reference_dir(tmp_path, npanxx_rows=10, lnp_rows=100_000)
+
+
+# --------------------------------------------------------------------------- CPNI
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            {5: "+12022228033,XR01,9075550000"},
+            "refused: lnp.csv line 5: tn '<number>' must be 10 digits, the first 2-9",
+        ),
+        (
+            {5: "2012458429,XR01,9075550000", 9: "2012458429,XR01,9075550000"},
+            "refused: lnp.csv line 9: duplicate tn '<number>' (first on line 5)",
+        ),
+        (
+            {7: "2125550100,XR01,+1 212 555 0100"},
+            "refused: lnp.csv line 7: lrn '<number>' must be 10 digits",
+        ),
+    ],
+)
+def test_cli_refusal_names_file_and_line_but_not_the_number(
+    ref_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    lines: dict[int, str],
+    message: str,
+) -> None:
+    """Issue 10 item 8: ``cdr-pipeline rate --refdata BAD`` exits 2 with a message that
+    names the file, line and reason, and no digits of the bad numbers on the console."""
+    from pipeline.cli import main
+
+    events = tmp_path / "events.avro"
+    assert main(["generate", "--events", "3", "--output", str(events)]) == 0
+    capsys.readouterr()
+    for line, text in lines.items():
+        set_line(ref_dir / "lnp.csv", line, text)
+    lake = tmp_path / "lake"
+    assert main(["rate", "--refdata", str(ref_dir), "--output", str(lake), str(events)]) == 2
+    captured = capsys.readouterr()
+    console = captured.out + captured.err
+    assert message in " ".join(console.split())
+    for text in lines.values():
+        number = text.split(",")[2 if "lrn" in message else 0]
+        assert number.lstrip("+")[-7:] not in console
+    assert not lake.exists()
