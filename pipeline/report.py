@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.io.lake import Lake
+from pipeline.io.lake import check_cycle as lake_check_cycle
 from pipeline.rating.codes import CallClass, LineType, Region
 from pipeline.rating.cycle import cycle_bounds, latest_revisions
 
@@ -118,7 +119,6 @@ SURCHARGES: tuple[tuple[str, LineType], ...] = (
 FROM_INVOICE_LINES = "invoice_lines"
 FROM_RATED_RECORDS = "rated_records"
 
-_CYCLE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 #: What a phone number looks like in the page (the check the page must pass).
 PHONE_IN_PAGE = re.compile(r"\+\d{10,15}")
 #: What a phone number looks like in a label taken from the data (masked).
@@ -244,10 +244,9 @@ class ReportResult:
 
 
 def check_cycle(cycle: str) -> str:
-    """``cycle`` if it is ``YYYY-MM``; :class:`ConfigError` otherwise."""
-    if not _CYCLE.match(cycle):
-        raise ConfigError(f"--cycle {cycle!r}: expected YYYY-MM")
-    return cycle
+    """``cycle`` if it is ``YYYY-MM`` (ASCII digits, month 01-12); :class:`ConfigError`
+    otherwise (one rule for every command: :func:`pipeline.io.lake.check_cycle`)."""
+    return lake_check_cycle(cycle)
 
 
 def _groups(calls: pa.Table, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -1171,6 +1170,18 @@ def render_html(
     return page
 
 
+def check_output_outside_lake(output: Path, lake: Lake) -> None:
+    """:class:`ConfigError` if ``output`` is the lake or lies inside it, compared as
+    resolved paths (symlinks and ``..`` followed, also for a file that does not exist
+    yet): a page written into a table directory breaks every later read of the lake."""
+    root = lake.root.resolve()
+    target = output.resolve()
+    if target == root or target.is_relative_to(root):
+        raise ConfigError(
+            f"--output {output} is inside the lake {lake.root}: write the report outside it"
+        )
+
+
 def write_report(
     lake: Lake,
     cycle: str,
@@ -1181,9 +1192,10 @@ def write_report(
 ) -> ReportResult:
     """Write the page of ``cycle`` to ``output`` (temp file, then rename: a reader never
     sees half a page). Raises :class:`ConfigError` for a bad cycle, a cycle with no
-    rated records, or an output path that cannot be written."""
+    rated records, an output inside the lake, or an output path that cannot be written."""
     if top < 1:
         raise ConfigError("--top must be at least 1")
+    check_output_outside_lake(output, lake)
     summary = load_summary(lake, cycle)
     page = render_html(
         summary,
