@@ -3,7 +3,21 @@
 Thin orchestration around the pure core: read (adapter) -> rate (core) -> write
 (adapter). Output files are named from the input file's content hash and each
 batch's first record index, and a file rated again first has its earlier output
-removed, so re-running ``rate`` on the same input never duplicates records.
+removed, so re-running ``rate`` on the same input never duplicates records, also
+after a run that failed part-way (e.g. its dead-letter write failed after the
+rated part of a batch was written): the re-run removes that file's partial output
+and writes it whole.
+
+Unreadable input files. Every record still ends as a rated record or a dead letter
+(R1), but a file as a whole is *unreadable* (listed in :attr:`RateStats.unreadable`
+with a reason) when not one of its records can be rated for a reason of the file
+itself: it cannot be opened; its header cannot be read (empty file, not an Avro
+container, truncated header, bad writer schema); its writer schema cannot be
+resolved against ``CallEvent`` or lacks a field the core requires (every record would
+be ``MISSING_FIELD``); or no record of it decodes (it holds no records, or every
+block is damaged). A file with at least one decodable record is readable: its
+damaged stretches (a truncated tail, a corrupt block) are ``DECODE_ERROR`` dead
+letters and the rest is rated. See ``docs/decisions.md``.
 """
 
 from __future__ import annotations
@@ -27,14 +41,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.io.avro_files import count_records, iter_event_batches
-from pipeline.io.lake import Lake
+from pipeline.errors import ConfigError
+from pipeline.io.avro_files import count_records, file_problem, iter_event_batches, schema_of
+from pipeline.io.lake import Lake, check_cycle
 from pipeline.io.schemas import encode_datum
 from pipeline.observability import LOG
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.cycle import close_cycle
-from pipeline.rating.rate import rate_batch
+from pipeline.rating.rate import REQUIRED, rate_batch
 from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
 
@@ -51,6 +66,19 @@ class RateStats:
     files_written: int = 0
     seconds: float = 0.0
     by_reason: dict[str, int] = field(default_factory=dict)
+    #: ``(path, reason)`` of each input file none of whose records could be rated
+    #: for a reason of the file itself (module docstring); in input order.
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: RateStats) -> None:
+        """Add the counts and unreadable files of ``other`` (not ``seconds``)."""
+        self.events += other.events
+        self.rated += other.rated
+        self.dead_letters += other.dead_letters
+        self.files_written += other.files_written
+        for reason, count in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
+        self.unreadable.extend(other.unreadable)
 
     @property
     def per_second(self) -> float:
@@ -89,6 +117,19 @@ def fill_payloads(dead: pa.Table, events: pa.Table) -> pa.Table:
     )
 
 
+def input_file_problem(path: Path) -> str | None:
+    """Why no record of ``path`` can be rated, judged from its header (see the module
+    docstring), or None. Raises ``OSError`` if the file cannot be opened."""
+    problem = file_problem(path)
+    if problem is not None:
+        return problem
+    fields = {f["name"] for f in schema_of(path).get("fields", [])}
+    missing = [name for name in REQUIRED if name not in fields]
+    if missing:
+        return f"writer schema lacks required CallEvent field(s) {', '.join(missing)}"
+    return None
+
+
 def _write(lake: Lake, rated: pa.Table, dead: pa.Table, name: str) -> int:
     return len(lake.write_rated(rated, name)) + (lake.write_dead_letters(dead, name) is not None)
 
@@ -104,6 +145,10 @@ def rate_files(
 ) -> RateStats:
     """Rate every record of ``files`` into ``lake``. Each record ends as exactly one
     rated record or one dead letter. ``progress`` is called with records done.
+    Unreadable files (module docstring) are rated like the others (their bytes become
+    ``DECODE_ERROR`` dead letters; one that cannot be opened is skipped) and listed in
+    :attr:`RateStats.unreadable`. Raises :class:`SinkError` if the lake cannot be
+    written; running the same call again then completes the lake without duplicates.
 
     Parquet files are written by one background thread while the next batch is rated
     (Arrow releases the GIL while encoding); at most two batches wait to be written.
@@ -114,10 +159,19 @@ def rate_files(
     pending: deque[Future[int]] = deque()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer") as writer:
         for path in files:
-            prefix = f"batch-{path.stem}-{file_digest(path)}-"
+            try:
+                problem = input_file_problem(path)
+                prefix = f"batch-{path.stem}-{file_digest(path)}-"
+            except OSError as exc:
+                reason = f"cannot open: {exc.strerror or exc}"
+                LOG.warning("unreadable input file=%s reason=%s", path, reason)
+                stats.unreadable.append((str(path), reason))
+                continue
             removed = lake.remove_outputs(prefix)
             before = (stats.events, stats.rated, stats.dead_letters)
+            decoded = 0
             for batch in iter_event_batches(path, batch_size=batch_size):
+                decoded += batch.events.num_rows
                 result = rate_batch(batch.events, ref, tariffs)
                 dead = pa.concat_tables(
                     [
@@ -139,6 +193,12 @@ def rate_files(
                     progress(n)
             while pending:
                 stats.files_written += pending.popleft().result()
+            if problem is None and decoded == 0:
+                records = stats.events - before[0]
+                problem = "no record decodes" if records else "no records (empty container)"
+            if problem is not None:
+                LOG.warning("unreadable input file=%s reason=%s", path, problem)
+                stats.unreadable.append((str(path), problem))
             LOG.info(
                 "rated file=%s removed_previous=%d events=%d rated=%d dead_letters=%d",
                 path.name,
@@ -180,6 +240,7 @@ def rate_files_parallel(
             pool.submit(_rate_one, (p, lake.root, ref, tariffs, batch_size, queue)) for p in files
         ]
         remaining = set(futures)
+        parts: dict[Future[RateStats], RateStats] = {}
         while remaining:
             done, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
             while not queue.empty():
@@ -187,17 +248,13 @@ def rate_files_parallel(
                 if progress:
                     progress(n)
             for future in done:
-                part = future.result()
-                total.events += part.events
-                total.rated += part.rated
-                total.dead_letters += part.dead_letters
-                total.files_written += part.files_written
-                for reason, count in part.by_reason.items():
-                    total.by_reason[reason] = total.by_reason.get(reason, 0) + count
+                parts[future] = future.result()
         while not queue.empty():
             n = queue.get()
             if progress:
                 progress(n)
+    for future in futures:  # input order, as the sequential run lists unreadable files
+        total.add(parts[future])
     total.seconds = time.perf_counter() - started
     return total
 
@@ -208,13 +265,37 @@ def _first_index(events: pa.Table, dead: pa.Table) -> int:
 
 
 def total_records(files: Sequence[Path]) -> int:
-    """Records in ``files`` (from the container block headers; for progress bars)."""
-    return sum(count_records(p) for p in files)
+    """Records in ``files`` (from the container block headers; for progress bars). A
+    file that cannot be opened counts 0 (rating reports it)."""
+    total = 0
+    for path in files:
+        try:
+            total += count_records(path)
+        except OSError:
+            continue
+    return total
 
 
-def close(lake: Lake, ref: ReferenceData, tariffs: TariffBook, cycle: str) -> pa.Table:
-    """C1-C4 over the cycle's rated records; replaces the cycle's invoice lines."""
+def close(
+    lake: Lake, ref: ReferenceData, tariffs: TariffBook, cycle: str, *, allow_empty: bool = False
+) -> pa.Table:
+    """C1-C4 over the cycle's rated records; replaces the cycle's invoice lines.
+
+    Refuses with :class:`ConfigError`, writing nothing, a malformed ``cycle``, a lake
+    that does not exist or has no ``rated_calls`` table, an unreadable lake file, and
+    a cycle with no rated records unless ``allow_empty`` (then the cycle gets an empty
+    invoice file).
+    """
+    check_cycle(cycle)
+    lake.require_existing()
     rated = lake.read_rated(cycle)
+    if rated.num_rows == 0 and not allow_empty:
+        known = ", ".join(lake.cycles()) or "none"
+        raise ConfigError(
+            f"cycle {cycle} has no rated calls in {lake.root} (cycles with rated calls: "
+            f"{known}); nothing written. Check --cycle, or pass --allow-empty to write an "
+            "empty invoice for it"
+        )
     lines = close_cycle(rated, ref, tariffs, cycle, elsewhere=lake.max_revisions_outside(cycle))
     path = lake.write_invoice_lines(lines, cycle)
     LOG.info(

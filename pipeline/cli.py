@@ -1,7 +1,9 @@
 """The ``cdr-pipeline`` command line (spec section 7): one entry point, subcommands.
 
 Exit codes: 0 success, 2 usage or configuration refused (the message names the
-problem), 3 infrastructure unavailable, 1 anything else.
+problem; nothing written), 3 infrastructure unavailable, 4 (``rate``) every readable
+input file rated but some input files unreadable (listed at the end), 1 anything
+else, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import contextlib
 import glob
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -24,19 +27,49 @@ from pipeline.settings import RedisSettings, Settings
 DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"
 
 
+#: ``rate``: some input files were unreadable (the readable ones were rated).
+EXIT_UNREADABLE_INPUT = 4
+
+EXIT_CODES = """exit codes:
+  0    success
+  1    an unexpected failure (logged)
+  2    refused: bad arguments, settings, reference data, tariffs, cycle or path;
+       the message names the problem and nothing is written
+  3    infrastructure unavailable (broker, Redis, schema registry, the lake's disk)
+  4    rate only: every readable input file was rated, but some input files were
+       unreadable (listed at the end with the reason; what they hold is in the
+       dead letters)
+  130  interrupted"""
+
+
+def _wrap(text: str) -> str:
+    """``text`` wrapped for ``--help`` (the raw formatter keeps the exit-code table)."""
+    return textwrap.fill(text, 79)
+
+
 def _expand(inputs: Sequence[str]) -> list[Path]:
-    """Files, directories (their ``*.avro``) and globs -> sorted unique paths."""
+    """Files, directories (their ``*.avro``) and globs -> sorted unique paths.
+
+    :class:`ConfigError` for an input that names nothing to read: a missing path, a
+    directory with no ``*.avro`` file, a glob that matches no file."""
     out: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            out.extend(sorted(path.glob("*.avro")))
+            found = sorted(p for p in path.glob("*.avro") if p.is_file())
+            if not found:
+                raise ConfigError(f"{item}: directory has no .avro files")
         elif any(ch in item for ch in "*?["):
-            out.extend(sorted(Path(p) for p in glob.glob(item)))
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).is_file())
+            if not found:
+                raise ConfigError(f"{item}: matches no file")
         elif path.is_file():
-            out.append(path)
+            found = [path]
+        elif path.exists():
+            raise ConfigError(f"{item}: not a regular file or directory")
         else:
-            raise ConfigError(f"{item}: no such file")
+            raise ConfigError(f"{item}: no such file or directory")
+        out.extend(found)
     if not out:
         raise ConfigError("no input files")
     return list(dict.fromkeys(out))
@@ -101,6 +134,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.generate import write_generated
 
     out = Path(args.output)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--output {out}: directory {out.parent} does not exist")
     started = time.perf_counter()
     with _progress("generate", args.events, "ev") as advance:
         write_generated(
@@ -116,9 +151,11 @@ def cmd_rate(args: argparse.Namespace) -> int:
     from pipeline.tariff_files import load_tariff_dir
 
     files = _expand(args.files)
+    lake = Lake(Path(args.output))
+    if lake.root.exists() and not lake.root.is_dir():
+        raise ConfigError(f"--output {lake.root} exists and is not a directory (the lake)")
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
-    lake = Lake(Path(args.output))
     total = total_records(files)
     with _progress("rate", total, "CDR") as advance:
         stats = rate_files_parallel(
@@ -139,22 +176,30 @@ def cmd_rate(args: argparse.Namespace) -> int:
             "dead letters by reason: "
             + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_reason.items()))
         )
+    if stats.unreadable:
+        console.print(
+            f"[red]unreadable input files[/red] ({len(stats.unreadable)}; the other files "
+            "were rated, what these files hold is in the dead letters):"
+        )
+        for path, reason in stats.unreadable:
+            console.print(f"  {escape(path)}: {escape(reason)}", soft_wrap=True)
+        return EXIT_UNREADABLE_INPUT
     return 0
 
 
 def cmd_close_cycle(args: argparse.Namespace) -> int:
     from pipeline.batch import close
     from pipeline.invoice_console import invoice_table
-    from pipeline.io.lake import Lake
+    from pipeline.io.lake import Lake, check_cycle
     from pipeline.tariff_files import load_tariff_dir
 
+    cycle = check_cycle(args.cycle)  # the cheap refusals first; close() checks again
+    lake = Lake(Path(args.lake)).require_existing()
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
-    lines = close(Lake(Path(args.lake)), ref, tariffs, args.cycle)
-    console.print(invoice_table(lines, args.cycle))
-    console.print(
-        f"{lines.num_rows} invoice lines -> {Path(args.lake) / 'invoice_lines' / f'billing_cycle={args.cycle}'}"
-    )
+    lines = close(lake, ref, tariffs, cycle, allow_empty=args.allow_empty)
+    console.print(invoice_table(lines, cycle))
+    console.print(f"{lines.num_rows} invoice lines -> {lake.invoice_dir(cycle)}")
     return 0
 
 
@@ -279,14 +324,15 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.io.lake import Lake
+    from pipeline.io.lake import Lake, check_cycle
     from pipeline.report import write_report
 
-    output = Path(args.output or f"report-{args.cycle}.html")
+    cycle = check_cycle(args.cycle)  # before it becomes part of the default file name
+    output = Path(args.output or f"report-{cycle}.html")
     started = time.perf_counter()
-    result = write_report(Lake(Path(args.lake)), args.cycle, output, top=args.top)
+    result = write_report(Lake(Path(args.lake)), cycle, output, top=args.top)
     console.print(
-        f"wrote the report of cycle {args.cycle} to {result.path} "
+        f"wrote the report of cycle {cycle} to {result.path} "
         f"({result.bytes / 1024:,.0f} KiB, {time.perf_counter() - started:.1f} s)"
     )
     return 0
@@ -302,7 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.tariff_files import DEFAULT_TARIFFS_DIR
 
     parser = argparse.ArgumentParser(
-        prog="cdr-pipeline", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="cdr-pipeline",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -332,7 +381,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refdata", default=str(DEFAULT_REFDATA_DIR))
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("rate", help="batch-rate Avro files into the lake")
+    p = sub.add_parser(
+        "rate",
+        help="batch-rate Avro files into the lake",
+        description=_wrap(
+            "Rate Avro container files of CallEvent into the lake. Every record "
+            "ends as a rated record or a dead letter. A file none of whose records can be rated "
+            "(cannot be opened, not an Avro container, truncated header, a writer schema that "
+            "does not fit CallEvent, no decodable record) is unreadable: the other files are "
+            "still rated, unreadable files are listed at the end and the exit code is 4. "
+            "Re-running the same command replaces each file's output (no duplicates), also "
+            "after a run that failed part-way."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     refdata_opts(p)
     p.add_argument("--output", required=True, help="lake directory")
     p.add_argument("--batch-size", type=int, default=250_000)
@@ -340,10 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="Avro container files, directories or globs")
     p.set_defaults(func=cmd_rate)
 
-    p = sub.add_parser("close-cycle", help="apply C1-C4 and write the cycle's invoice lines")
+    p = sub.add_parser(
+        "close-cycle",
+        help="apply C1-C4 and write the cycle's invoice lines",
+        description=_wrap(
+            "Apply C1-C4 to a cycle's rated calls and replace its invoice lines. "
+            "Refused (exit 2, nothing written): a lake that does not exist or has no "
+            "rated_calls, a cycle that is not YYYY-MM, an unreadable lake file, a cycle with "
+            "no rated calls (unless --allow-empty)."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     refdata_opts(p)
-    p.add_argument("--lake", required=True)
-    p.add_argument("--cycle", required=True, help="YYYY-MM")
+    p.add_argument("--lake", required=True, help="an existing lake (never created here)")
+    p.add_argument("--cycle", required=True, help="YYYY-MM (ASCII digits, month 01-12)")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write an empty invoice for a cycle with no rated calls (default: refuse)",
+    )
     p.set_defaults(func=cmd_close_cycle)
 
     refdata = sub.add_parser("refdata", help="reference data").add_subparsers(
@@ -424,10 +503,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=100, help="table format: rows shown")
     p.set_defaults(func=cmd_query)
 
-    p = sub.add_parser("report", help="one cycle as a self-contained HTML page with charts")
+    p = sub.add_parser(
+        "report",
+        help="one cycle as a self-contained HTML page with charts",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--lake", required=True, help="lake directory")
     p.add_argument("--cycle", required=True, help="YYYY-MM")
-    p.add_argument("--output", help="HTML file to write (default: report-YYYY-MM.html)")
+    p.add_argument(
+        "--output", help="HTML file to write, outside the lake (default: report-YYYY-MM.html)"
+    )
     p.add_argument("--top", type=int, default=15, help="accounts in the top-accounts chart")
     p.set_defaults(func=cmd_report)
 

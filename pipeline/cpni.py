@@ -88,6 +88,9 @@ _OPERATIONAL = (
     rf"(?<![\w.])(?:{_NUMERIC_KEYS})=[0-9.-]+(?![0-9])"  # our own key=number tokens
     r"|(?<![\w.])partitions=\[[0-9(), ]*\]"  # assigned partitions=[(0, 123), ...]
     r"|(?<![\w.])(?:topic|group|file|cycle)=[\w.-]+"  # names from configuration
+    # paths of files the pipeline reads and writes (lake parts such as
+    # batch-x-<hash>-000000000000.parquet): a console message must name the file
+    r"|(?<![\w./+=-])/?(?:[\w.+=-]+/)*[\w.+=-]+\.(?:parquet|avro|json|bin|yaml|yml|csv|html|tmp)(?![\w.])"
     r"|(?<![\w.])offset [0-9]+(?![0-9])"
     r"|(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])"  # IPv4
     r"|(?<![0-9.])-?0\.[0-9]+(?![0-9]|\.[0-9])"  # fractions: 0.0000001, 0.123456789

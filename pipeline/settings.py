@@ -45,6 +45,9 @@ environment variable                     file in ``CDR_SECRETS_DIR``          me
 ``CDR_REDIS__SSL_KEY_PASSWORD`` *        ``redis__ssl_key_password``          password of that key
 ``CDR_REDIS__SSL_CHECK_HOSTNAME``        ``redis__ssl_check_hostname``        verify the server's name
                                                                               (default true)
+``CDR_SCHEMA_REGISTRY`` *                ``schema_registry``                  ``http(s)://host[:port]``; may
+                                                                              hold ``user:password@``
+                                                                              (HTTP basic auth)
 =======================================  ===================================  =================================
 
 Combinations are checked when the settings are built, so a bad one refuses to start
@@ -57,8 +60,9 @@ sends the password in clear: use it on trusted networks only.
 Secrets are :class:`~pydantic.SecretStr`: never shown by ``repr``, logs, ``--help`` or
 errors (validation errors never carry input values, and a malformed Redis URL is
 reported without its text). A password inside ``CDR_REDIS__URL`` is as secret as
-``CDR_REDIS__PASSWORD``; reserved characters in it (``/ # ? @ :``) must be
-percent-encoded. Prefer the password field or a secret file to a URL on a command
+``CDR_REDIS__PASSWORD``, and so are the credentials inside ``CDR_SCHEMA_REGISTRY``;
+reserved characters in them (``/ # ? @ :``) must be percent-encoded. Messages that
+name such a URL show :func:`redact_url` of it. Prefer the password field or a secret file to a URL on a command
 line, which other users of the machine can read in the process list.
 :meth:`KafkaSettings.client_config` is the one place that builds the librdkafka dict,
 :meth:`RedisSettings.client` the one place the service and the CLI build their Redis
@@ -247,6 +251,47 @@ class KafkaSettings(BaseModel):
 _SECRET_QUERY_KEYS = ("password", "ssl_password")
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo and secret query values replaced by
+    ``***`` (``http://u:***@host:8081``): safe to log or print. A URL too malformed to
+    split is not echoed at all."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed URL>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon else user
+    query = "&".join(
+        f"{k}={'***' if k in _SECRET_QUERY_KEYS else v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    netloc = f"{userinfo}{at}{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_registry_url(url: str) -> str:
+    """``url`` if it is a usable Schema Registry URL, ``http(s)://[user:password@]host[:port]
+    [/path]``; ``ValueError`` otherwise, whose message never quotes the URL (it may hold a
+    password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            "the schema registry URL is not a valid URL (a bad port or IPv6 address; "
+            "percent-encode / # ? @ : inside a password)"
+        ) from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("the schema registry URL must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("the schema registry URL has no host")
+    if port == 0:
+        raise ValueError("port 0 in the schema registry URL")
+    return url
+
+
 class RedisSettings(BaseModel):
     """Redis connection: URL (``redis://``, ``rediss://`` for TLS, ``unix://``), AUTH and
     TLS files (see the table in the module docstring).
@@ -310,17 +355,7 @@ class RedisSettings(BaseModel):
     @property
     def redacted_url(self) -> str:
         """The URL with any password replaced by ``***``: safe to log or print."""
-        parts = urlsplit(self.url.get_secret_value())
-        userinfo, at, hostport = parts.netloc.rpartition("@")
-        if at:
-            user, colon, _ = userinfo.partition(":")
-            userinfo = f"{user}:***" if colon else user
-        query = "&".join(
-            f"{k}={'***' if k in _SECRET_QUERY_KEYS else v}"
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        )
-        netloc = f"{userinfo}{at}{hostport}"
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        return redact_url(self.url.get_secret_value())
 
     def _url_credentials(self) -> tuple[str | None, str | None]:
         """``(username, password)`` given inside the URL (userinfo or query)."""
@@ -463,7 +498,9 @@ class Settings(BaseSettings):
     output: Path = Path("lake")
     dead_letter_topic: str = "call-events-dlq"
     dead_letter: DeadLetterSettings = DeadLetterSettings()
-    schema_registry: str | None = None
+    #: Confluent-compatible Schema Registry; None (or empty): the shipped schema ids.
+    #: Secret: it may carry basic-auth credentials (``redacted_schema_registry`` to show).
+    schema_registry: SecretStr | None = None
     stop_when_idle: float | None = None
     metrics_port: int | None = None
     log_level: str = "INFO"
@@ -477,6 +514,24 @@ class Settings(BaseSettings):
     @classmethod
     def _path(cls, value: Path) -> Path:
         return Path(value)
+
+    @field_validator("schema_registry", mode="before")
+    @classmethod
+    def _no_registry_when_empty(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if raw == "" else value
+
+    @field_validator("schema_registry")
+    @classmethod
+    def _valid_registry(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_registry_url(value.get_secret_value())
+        return value
+
+    @property
+    def redacted_schema_registry(self) -> str | None:
+        """The registry URL with its password replaced by ``***`` (safe to log)."""
+        return redact_url(self.schema_registry.get_secret_value()) if self.schema_registry else None
 
     @classmethod
     def settings_customise_sources(
@@ -512,6 +567,36 @@ class Settings(BaseSettings):
 _CONFIG_FILE: dict[str, str] = {}
 
 
+def _check_config_file(path: Path, given_as: str = "") -> None:
+    """:class:`ConfigError` unless ``path`` is a readable UTF-8 YAML file holding a mapping
+    (or nothing). Messages give the position of a syntax error but never quote the file,
+    which may hold secrets; checked before anything connects or writes."""
+    import yaml
+
+    name = f"settings file {given_as}{path}"
+    if path.is_dir():
+        raise ConfigError(f"{name} is a directory, not a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"{name}: settings file not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"{name} is not valid YAML{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"{name} must be a mapping of settings (key: value), not a {type(data).__name__}"
+        )
+
+
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     """Build the settings once. ``flags`` are the command-line values that were given
     (``None`` values are ignored); nested keys use dicts, e.g. ``kafka={"brokers": ...}``.
@@ -519,9 +604,10 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
     Raises :class:`ConfigError` naming every invalid field (secret values are never shown).
     """
     if config_file is not None:
-        if not Path(config_file).is_file():
-            raise ConfigError(f"{config_file}: settings file not found")
+        _check_config_file(Path(config_file))
         _CONFIG_FILE["path"] = str(config_file)
+    elif os.environ.get("CDR_CONFIG"):
+        _check_config_file(Path(os.environ["CDR_CONFIG"]), "CDR_CONFIG=")
     try:
         given = {k: v for k, v in flags.items() if v is not None and v != {}}
         return Settings(**given)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartition
+from pydantic import SecretStr
 
 from pipeline.errors import BrokerError
 from pipeline.io import dead_letter_topic, kafka_clients
@@ -37,8 +38,9 @@ from pipeline.settings import KafkaSettings, Settings
 from pipeline.tariff_files import load_tariff_dir
 
 
-def resolver_for(schema_registry: str | None) -> SchemaResolver:
-    """A registry client when a URL is configured, else the shipped fixed ids."""
+def resolver_for(schema_registry: SecretStr | str | None) -> SchemaResolver:
+    """A registry client when a URL is configured, else the shipped fixed ids (the URL
+    is a secret: it may hold basic-auth credentials)."""
     return RegistrySchemas(schema_registry) if schema_registry else ShippedSchemas()
 
 
@@ -53,7 +55,7 @@ def produce_files(
     kafka: KafkaSettings,
     topic: str,
     *,
-    schema_registry: str | None = None,
+    schema_registry: SecretStr | str | None = None,
     progress: Callable[[int], None] | None = None,
     partitions: int = 4,
 ) -> ProduceStats:

@@ -117,6 +117,7 @@ __all__ = [
     "count_records",
     "encode_table",
     "events_to_records",
+    "file_problem",
     "iter_event_batches",
     "schema_of",
     "write_events",
@@ -1026,6 +1027,28 @@ def count_records(path: Path) -> int:
         return sum(
             b.count if b.error is None else _plausible_count(b) for b in _scan_blocks(buf, header)
         )
+    finally:
+        if isinstance(buf, mmap.mmap):
+            buf.close()
+        fh.close()
+
+
+def file_problem(path: Path) -> str | None:
+    """Why no record of the file can be read as a ``CallEvent``, from its header alone:
+    an unreadable header (empty file, not an Avro container, truncated header, bad
+    writer schema) or a writer schema that cannot be resolved against ``CallEvent``;
+    None when the header is good. The text names no record content. Raises ``OSError``
+    if the file cannot be opened."""
+    fh, buf = _open(path)
+    try:
+        try:
+            header = _parse_header(buf)
+        except _CorruptError as exc:
+            return f"unreadable Avro container header: {exc}"
+        problems = _incompatibilities(header.schema)
+        if problems:
+            return f"writer schema cannot be resolved against CallEvent: {'; '.join(problems)}"
+        return None
     finally:
         if isinstance(buf, mmap.mmap):
             buf.close()

@@ -21,6 +21,7 @@ carry whole on the dead-letter topic (:mod:`pipeline.io.dead_letter_topic`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import SinkError
+from pipeline.errors import ConfigError, SinkError
 from pipeline.io.atomic import AtomicFile, write_bytes_atomic
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
 
@@ -37,6 +38,24 @@ DEAD = "dead_letters"
 DEAD_PAYLOADS = "dead_letter_payloads"
 INVOICES = "invoice_lines"
 PARTITION = "billing_cycle"
+
+#: A billing cycle name: ``YYYY-MM``, ASCII digits only, month 01-12 (``re.ASCII``:
+#: ``\d`` would take full-width or Arabic-Indic digits; ``fullmatch``: ``$`` would
+#: take a trailing newline).
+_CYCLE = re.compile(r"[0-9]{4}-(?:0[1-9]|1[0-2])", re.ASCII)
+
+
+def check_cycle(cycle: str) -> str:
+    """``cycle`` if it is a billing cycle name ``YYYY-MM`` (ASCII digits, month 01-12);
+    :class:`ConfigError` naming the problem otherwise. Every command that takes a cycle
+    checks it before reading or writing anything, so a bad name never becomes a
+    partition directory (``billing_cycle=2026-1``, ``billing_cycle=../x``)."""
+    if not isinstance(cycle, str) or not _CYCLE.fullmatch(cycle):
+        raise ConfigError(
+            f"cycle {cycle!r} is not a billing cycle: expected YYYY-MM with ASCII digits "
+            "and a month 01-12, e.g. 2026-03"
+        )
+    return cycle
 
 
 #: Columns whose min/max statistics help readers prune (times, ids, classes, money);
@@ -83,11 +102,37 @@ def write_bytes_durably(data: bytes, path: Path) -> None:
         raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _read_file(path: Path, columns: list[str], schema: pa.Schema) -> pa.Table:
+    """One Parquet file of the lake; :class:`ConfigError` naming it if it cannot be read
+    (not Parquet, truncated, another schema): a damaged lake is refused, not guessed at."""
+    try:
+        return pq.read_table(path, columns=columns, schema=schema)
+    except (OSError, pa.ArrowException) as exc:
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise ConfigError(
+            f"lake file {path} cannot be read ({reason}): move it out of the lake, or "
+            "re-run the command that wrote it"
+        ) from exc
+
+
 class Lake:
     """A lake rooted at a directory. Methods state which partitions they touch."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    def require_existing(self) -> Lake:
+        """``self`` if the lake exists and has a ``rated_calls`` table; :class:`ConfigError`
+        otherwise (a mistyped ``--lake`` is refused, never created). Writes nothing."""
+        if not self.root.is_dir():
+            what = "is not a directory" if self.root.exists() else "does not exist"
+            raise ConfigError(f"lake {self.root} {what}: check --lake")
+        if not (self.root / RATED).is_dir():
+            raise ConfigError(
+                f"{self.root} is not a lake with rated calls (no {RATED}/ directory): "
+                "check --lake, or rate some calls into it first"
+            )
+        return self
 
     # ------------------------------------------------------------- paths
     def rated_dir(self, cycle: str) -> Path:
@@ -150,8 +195,9 @@ class Lake:
         return removed
 
     def write_invoice_lines(self, lines: pa.Table, cycle: str) -> Path:
-        """Replace the cycle's invoice lines with ``lines`` (closing twice leaves one file)."""
-        directory = self.invoice_dir(cycle)
+        """Replace the cycle's invoice lines with ``lines`` (closing twice leaves one file).
+        ``cycle`` must pass :func:`check_cycle` (:class:`ConfigError` before any write)."""
+        directory = self.invoice_dir(check_cycle(cycle))
         path = directory / "invoice_lines.parquet"
         write_parquet_atomic(lines.drop_columns([PARTITION]), path)
         for other in directory.glob("*.parquet"):
@@ -173,9 +219,7 @@ class Lake:
         if not files:
             table = file_schema.empty_table().select(cols)
         else:
-            table = pa.concat_tables(
-                [pq.read_table(f, columns=cols, schema=file_schema) for f in files]
-            )
+            table = pa.concat_tables([_read_file(f, cols, file_schema) for f in files])
         if cycle is not None and (columns is None or PARTITION in columns):
             table = table.append_column(PARTITION, pa.array([cycle] * table.num_rows, pa.string()))
         return table

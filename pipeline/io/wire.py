@@ -110,11 +110,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastavro.schema import load_schema, to_parsing_canonical_form
+from pydantic import SecretStr
 
 from pipeline.errors import ConfigError, DataError, InfrastructureError
 from pipeline.io.schemas import SCHEMAS_DIR
 from pipeline.rating.codes import Reason
 from pipeline.rating.columns import CALL_EVENT_FIELDS, DEAD_LETTER_SCHEMA, EVENT_SCHEMA
+from pipeline.settings import check_registry_url
 
 log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
 
@@ -270,20 +272,27 @@ class _HttpFailure:
 class RegistrySchemas:
     """A Confluent-compatible Schema Registry client (standard library HTTP only).
 
-    ``url`` is the registry base URL, e.g. ``http://registry:8081``; credentials in
-    the URL (``http://user:secret@host:8081``) are sent as HTTP basic auth and never
-    logged. Resolved schemas are cached for the life of the object (ids are
+    ``url`` is the registry base URL, e.g. ``http://registry:8081`` (a ``SecretStr``
+    from the settings, or a plain string); credentials in the URL
+    (``http://user:secret@host:8081``) are sent as HTTP basic auth and never logged
+    or quoted in an error: ``self.url`` and every message name the URL without them. Resolved schemas are cached for the life of the object (ids are
     immutable in a registry); an unknown id is remembered for ``unknown_id_ttl``
     seconds so a flood of bad messages does not hammer the registry.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, unknown_id_ttl: float = 60.0) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"schema registry URL must be http(s)://host[:port]: {url!r}")
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-        if ":" in parts.hostname:  # IPv6 literal
-            netloc = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    def __init__(
+        self, url: str | SecretStr, *, timeout: float = 10.0, unknown_id_ttl: float = 60.0
+    ) -> None:
+        raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+        try:
+            check_registry_url(raw)
+        except ValueError as exc:  # its message never quotes the URL
+            raise ConfigError(f"{exc}: expected http(s)://[user:password@]host[:port]") from None
+        parts = urllib.parse.urlsplit(raw)
+        host = parts.hostname or ""  # not empty: checked above
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        if ":" in host:  # IPv6 literal
+            netloc = f"[{host}]" + (f":{parts.port}" if parts.port else "")
         self.url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         self._auth: str | None = None
         if parts.username is not None:

@@ -9,7 +9,6 @@ phone-number column is read (CPNI).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -22,6 +21,7 @@ import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError
 from pipeline.io.lake import Lake
+from pipeline.io.lake import check_cycle as lake_check_cycle
 from pipeline.rating.codes import CallClass, LineType, Region
 from pipeline.rating.cycle import cycle_bounds, latest_revisions
 from pipeline.report.model import (
@@ -56,14 +56,11 @@ RATED_COLUMNS = (
     "source_index",
 )
 
-_CYCLE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-
 
 def check_cycle(cycle: str) -> str:
-    """``cycle`` if it is ``YYYY-MM``; :class:`ConfigError` otherwise."""
-    if not _CYCLE.match(cycle):
-        raise ConfigError(f"--cycle {cycle!r}: expected YYYY-MM")
-    return cycle
+    """``cycle`` if it is ``YYYY-MM`` (ASCII digits, month 01-12); :class:`ConfigError`
+    otherwise (one rule for every command: :func:`pipeline.io.lake.check_cycle`)."""
+    return lake_check_cycle(cycle)
 
 
 def _groups(calls: pa.Table, keys: Sequence[str]) -> list[dict[str, Any]]:

@@ -13,6 +13,18 @@ from pipeline.report.model import ReportResult
 from pipeline.report.page import render_html
 
 
+def check_output_outside_lake(output: Path, lake: Lake) -> None:
+    """:class:`ConfigError` if ``output`` is the lake or lies inside it, compared as
+    resolved paths (symlinks and ``..`` followed, also for a file that does not exist
+    yet): a page written into a table directory breaks every later read of the lake."""
+    root = lake.root.resolve()
+    target = output.resolve()
+    if target == root or target.is_relative_to(root):
+        raise ConfigError(
+            f"--output {output} is inside the lake {lake.root}: write the report outside it"
+        )
+
+
 def write_report(
     lake: Lake,
     cycle: str,
@@ -23,9 +35,10 @@ def write_report(
 ) -> ReportResult:
     """Write the page of ``cycle`` to ``output`` whole or not at all
     (:mod:`pipeline.io.atomic`). Raises :class:`ConfigError` for a bad cycle, a cycle with no
-    rated records, or an output path that cannot be written."""
+    rated records, an output inside the lake, or an output path that cannot be written."""
     if top < 1:
         raise ConfigError("--top must be at least 1")
+    check_output_outside_lake(output, lake)
     summary = load_summary(lake, cycle)
     page = render_html(
         summary,

@@ -265,6 +265,12 @@ def test_redact_hides_numbers(number: str) -> None:
     assert redact(f"careless calling={number} here") == f"careless calling={REDACTED} here"
 
 
+def test_redact_keeps_file_names_but_not_numbers_beside_them() -> None:
+    """A console message must name the damaged lake file; a number next to it is hidden."""
+    text = "bad part x/p-000000000000.parquet for +1 212 555 0100"
+    assert redact(text) == f"bad part x/p-000000000000.parquet for {REDACTED}"
+
+
 @pytest.mark.parametrize(
     "line",
     [
@@ -280,6 +286,9 @@ def test_redact_hides_numbers(number: str) -> None:
         "reference data switched from 3f2a1234567b8c9d to 0123456789abcdef",
         "accounts.csv line 2: toll_free_flat_per_min '0.0000001' must be empty",
         "idle for 12.5 s: stopping",
+        "lake file /tmp/l/rated_calls/billing_cycle=2026-11/batch-x-943dbf7d15d2-000000000000"
+        ".parquet cannot be read",
+        "payload at dead_letter_payloads/calls+00003+123456789.bin",
     ],
 )
 def test_redact_keeps_operational_numbers(line: str) -> None:
