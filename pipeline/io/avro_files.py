@@ -107,7 +107,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import DataError
-from pipeline.io.schemas import encode_datum, load_call_event_json, load_call_event_schema
+from pipeline.avro.schemas import encode_datum, load_call_event_json, load_call_event_schema
 from pipeline.rating.codes import Reason
 from pipeline.rating.columns import CALL_EVENT_FIELDS, DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 

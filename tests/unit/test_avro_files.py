@@ -29,7 +29,7 @@ from pipeline.io.avro_files import (
     schema_of,
     write_events,
 )
-from pipeline.io.schemas import (
+from pipeline.avro.schemas import (
     decode_datum,
     encode_datum,
     load_call_event_json,
