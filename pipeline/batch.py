@@ -27,9 +27,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.avro.schemas import encode_datum
 from pipeline.io.avro_files import count_records, iter_event_batches
 from pipeline.io.lake import Lake
-from pipeline.avro.schemas import encode_datum
 from pipeline.observability import LOG
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs

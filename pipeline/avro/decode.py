@@ -267,7 +267,9 @@ _ARROW_REFUSES = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, 
 OUT_OF_RANGE = "a value is out of range for its Avro type"
 
 
-def _table_of(plan: Plan, records: list[dict[str, Any] | None], dead: dict[int, str]) -> pa.Table:
+def _table_of(
+    plan: Plan, records: Sequence[dict[str, Any] | None], dead: dict[int, str]
+) -> pa.Table:
     """Writer-shaped table of the decoded records; a value Arrow refuses (e.g. an int
     beyond 32 bits) makes its record dead (``dead`` is updated)."""
     good = [r for r in records if r is not None]
@@ -328,7 +330,7 @@ def fastavro_block(plan: Plan, raw: bytes, count: int) -> BlockRecords:
     """
     assert plan.fastavro_schema is not None
     stream = io.BytesIO(raw)
-    records: list[dict[str, Any] | None] = []
+    records: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
     error = None
     for _ in range(count):
@@ -347,7 +349,17 @@ def fastavro_block(plan: Plan, raw: bytes, count: int) -> BlockRecords:
         records.pop()
         spans.pop()
         error = f"Avro datum does not decode: {left} trailing byte(s) after the last record"
+    return block_records(plan, records, spans, error)
+
+
+def block_records(
+    plan: Plan,
+    records: list[dict[str, Any]],
+    spans: list[tuple[int, int]],
+    error: str | None,
+) -> BlockRecords:
+    """:class:`BlockRecords` of records decoded (with the plan's layout) from a block."""
     dead: dict[int, str] = {}
-    table = _table_of(plan, records, dead)
+    table = _table_of(plan, list(records), dead)
     good = [i for i in range(len(records)) if i not in dead]
     return BlockRecords(table, good, spans, dead, len(records), error)

@@ -61,6 +61,7 @@ class Resolution:
     columns: tuple[Column, ...] = ()
     needed: dict[str, AvroType] = field(default_factory=dict)  # writer field -> base type
     symbols: dict[str, pa.Array] = field(default_factory=dict)  # enum field -> its symbols
+    reader_symbols: dict[str, pa.Array] = field(default_factory=dict)  # reader enum columns
 
 
 def _reader_columns(reader: Schema) -> list[tuple[pa.Field, AvroField | None, AvroType | None]]:
@@ -79,6 +80,17 @@ def _reader_columns(reader: Schema) -> list[tuple[pa.Field, AvroField | None, Av
             raise ConfigError(f"reader field {col.name!r}: unsupported type for {col.type}")
         out.append((col, rf, bases[0]))
     return out
+
+
+def unknown_symbols(res: Resolution, events: pa.Table) -> BOOL:
+    """Rows of call-event columns holding an enum symbol the reader does not know
+    (passed through by :func:`project`; the core dead-letters them INVALID_VALUE)."""
+    bad = np.zeros(events.num_rows, dtype=np.bool_)
+    for name, symbols in res.reader_symbols.items():
+        col = events.column(name)
+        known = pc.or_kleene(pc.is_null(col), pc.is_in(col, value_set=symbols.cast(col.type)))
+        bad |= ~np.asarray(known.to_numpy(zero_copy_only=False), dtype=np.bool_)
+    return bad
 
 
 def _resolve_column(
@@ -120,6 +132,8 @@ def resolve(writer: AvroType, reader: Schema) -> Resolution:
     out = Resolution()
     columns: list[Column] = []
     for col, rf, rbase in _reader_columns(reader):
+        if rbase is not None and rbase.kind == "enum":
+            out.reader_symbols[col.name] = pa.array(rbase.symbols, pa.string())
         column, wbase = _resolve_column(col, rf, rbase, writer)
         columns.append(column)
         if column.source is not None and wbase is not None:
