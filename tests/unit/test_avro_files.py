@@ -25,7 +25,7 @@ from pipeline.avro.schemas import (
     load_call_event_schema,
 )
 from pipeline.errors import DataError
-from pipeline.io import avro_files
+from pipeline.io import file_reader
 from pipeline.io.avro_files import (
     EventBatch,
     EventFileWriter,
@@ -509,7 +509,7 @@ def test_unreadable_header_is_one_dead_letter_with_the_file(tmp_path: Path, cont
 def test_dead_letter_payloads_are_split_at_64_mib(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(avro_files, "MAX_DEAD_LETTER_PAYLOAD", 10)
+    monkeypatch.setattr(file_reader, "MAX_DEAD_LETTER_PAYLOAD", 10)
     path = tmp_path / "junk.avro"
     path.write_bytes(bytes(range(35)))
     dead = read_all(path).dead_letters.to_pylist()
