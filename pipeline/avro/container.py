@@ -24,6 +24,7 @@ from typing import Any
 
 import fastavro
 
+from pipeline.avro.types import strip_private
 from pipeline.avro.varint import CorruptError, read_long, zigzag_varint
 
 __all__ = ["CorruptError"]
@@ -280,7 +281,7 @@ def read_block_records(
         return out
     head = header.raw
     if schema is not None:
-        head = container_header(json.dumps(_plain(schema)), header.codec, header.sync)
+        head = container_header(json.dumps(strip_private(schema)), header.codec, header.sync)
     blob = head + block(count, data, header.sync)
     try:
         for record in fastavro.reader(io.BytesIO(blob)):
@@ -292,14 +293,6 @@ def read_block_records(
     if out.error is None and len(out.records) < count:  # pragma: no cover - fastavro raises
         out.error = f"block claims {count} records but its data holds {len(out.records)}"
     return out
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items() if not str(k).startswith("__")}
-    if isinstance(obj, list):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def salvage_records(

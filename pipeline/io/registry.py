@@ -41,19 +41,6 @@ from pipeline.avro.types import MAX_DETAIL, Schema, as_schema, parse, schema_jso
 from pipeline.errors import ConfigError, DataError, InfrastructureError
 from pipeline.rating.codes import Reason
 
-__all__ = [
-    "CALL_EVENT_SCHEMA_ID",
-    "SHIPPED_SCHEMA_FILES",
-    "RegistrySchemas",
-    "SchemaRegistryError",
-    "SchemaResolver",
-    "ShippedSchemas",
-    "UnknownSchemaIdError",
-    "call_event_schema",
-    "schema_json",
-    "value_subject",
-]
-
 #: Id of ``schemas/call_event.avsc`` in :class:`ShippedSchemas`.
 CALL_EVENT_SCHEMA_ID = 1
 #: The fixed id table of :class:`ShippedSchemas` (never renumber; append new versions).
