@@ -41,10 +41,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.avro.schemas import encode_datum
 from pipeline.errors import ConfigError
 from pipeline.io.avro_files import count_records, file_problem, iter_event_batches, schema_of
 from pipeline.io.lake import Lake, check_cycle
-from pipeline.io.schemas import encode_datum
 from pipeline.observability import LOG
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
