@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
-from pipeline.runtime.buffer import PartitionBuffer
+from pipeline.runtime.buffer import Buffers, PartitionBuffer
 from pipeline.settings import BatchSettings
 from tests.unit.events import event, rate
 
@@ -84,3 +84,34 @@ def test_due_by_rows_bytes_or_age(settings: BatchSettings, now: float, due: bool
     rated, dead = _results(2, 1)
     buffer.add(rated, dead, 0, 2, _stamps(3), now=100.0)
     assert buffer.due(settings, now) is due
+
+
+def test_buffers_split_a_batch_per_owned_partition() -> None:
+    """Each owned partition's buffer gets its rows and its offset range; rows of a
+    partition not owned (revoked while the batch was in flight) are dropped."""
+    rated, dead = _results(4, 2)
+    # messages in poll order: partitions 0, 1, 0, 2, 1, 0 at these offsets
+    partitions = np.array([0, 1, 0, 2, 1, 0], np.int32)
+    offsets = np.array([10, 20, 11, 30, 21, 12], np.int64)
+    source = pa.array([0, 1, 0, 2], pa.int32())
+    rated = rated.set_column(
+        rated.schema.get_field_index("source_partition"), "source_partition", source
+    )
+    dead_source = pa.array([1, 0], pa.int32())
+    dead = dead.set_column(
+        dead.schema.get_field_index("source_partition"), "source_partition", dead_source
+    )
+    buffers = Buffers()
+    buffers.open("t", 0)
+    buffers.open("t", 1)
+    buffers.add_batch(partitions, offsets, _stamps(6), rated, dead, now=1.0)
+    assert 2 not in buffers
+    by_partition = {b.partition: b for b in buffers.nonempty()}
+    assert sorted(by_partition) == [0, 1]
+    assert (by_partition[0].first, by_partition[0].last, by_partition[0].rows) == (10, 12, 3)
+    assert (by_partition[1].first, by_partition[1].last, by_partition[1].rows) == (20, 21, 2)
+    assert [b.partition for b in buffers.due(BatchSettings(max_rows=3), 1.0)] == [0]
+    popped = buffers.pop(0)
+    assert popped is not None
+    assert popped.partition == 0
+    assert buffers.pop(0) is None
