@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
@@ -49,41 +50,31 @@ MAX_INFLIGHT = 2
 Durable = tuple[str, int, int]
 
 
+@dataclass(kw_only=True, eq=False)
 class LakeCommitter:
     """Flushes of one service (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        lake: LakeTable,
-        dead_letters: DeadLetterSink,
-        consumer: GroupConsumer,
-        pausing: Pausing,
-        stats: RunStats,
-        metrics: ServiceMetrics,
-        stages: StageClock,
-        hook: Hook | None = None,
-        max_inflight: int = MAX_INFLIGHT,
-    ) -> None:
-        self._lake = lake
-        self._dead_letters = dead_letters
-        self._consumer = consumer
-        self._pausing = pausing
-        self._stats = stats
-        self._metrics = metrics
-        self._stages = stages
-        self._hook = hook
-        self._max_inflight = max_inflight
+    lake: LakeTable
+    dead_letters: DeadLetterSink
+    consumer: GroupConsumer
+    pausing: Pausing
+    stats: RunStats
+    metrics: ServiceMetrics
+    stages: StageClock
+    hook: Hook | None = None
+    max_inflight: int = MAX_INFLIGHT
+    #: ``time.monotonic()`` at the start of the write attempt in progress, else None.
+    busy_since: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: deque[Future[Durable | None]] = deque()
         self._abort = threading.Event()
-        #: ``time.monotonic()`` at the start of the write attempt in progress, else None.
-        self.busy_since: float | None = None
 
     # ------------------------------------------------------------------ main thread
     def resume_offset(self, topic: str, partition: int) -> int | None:
         """Where a newly assigned partition resumes (see :class:`~.ports.LakeTable`)."""
-        return self._lake.resume_offset(topic, partition)
+        return self.lake.resume_offset(topic, partition)
 
     def submit(self, buffer: PartitionBuffer) -> None:
         """Hand the buffer's range to the writer thread (the buffer is emptied)."""
@@ -94,7 +85,7 @@ class LakeCommitter:
     @property
     def backlogged(self) -> bool:
         """More ranges wait for the writer than may: consumption should pause."""
-        return len(self._inflight) > self._max_inflight
+        return len(self._inflight) > self.max_inflight
 
     def wait_and_reap(self, timeout: float = 0.2) -> None:
         """Wait up to ``timeout`` for the oldest range, then :meth:`reap`."""
@@ -111,7 +102,7 @@ class LakeCommitter:
                 continue
             topic, partition, last = done
             try:
-                self._consumer.commit(
+                self.consumer.commit(
                     offsets=[TopicPartition(topic, partition, last + 1)], asynchronous=True
                 )
             except KafkaException as exc:
@@ -139,7 +130,7 @@ class LakeCommitter:
     # ------------------------------------------------------------------ writer thread
     def _write_durably(self, flush: Flush) -> Durable | None:
         """The range written, retried until it is durable; ``None`` if abandoned."""
-        return self._pausing.retry_writer(
+        return self.pausing.retry_writer(
             lambda: self._attempt(flush), abort=self._abort, what=f"partition={flush.partition}"
         )
 
@@ -159,23 +150,23 @@ class LakeCommitter:
         def mark(step: str) -> None:
             nonlocal step_started
             now = time.perf_counter()
-            self._stages.add(f"writer:{step}", now - step_started)
+            self.stages.add(f"writer:{step}", now - step_started)
             step_started = now
-            if self._hook is not None:
-                self._hook(f"flush:{step}", dict(info))
+            if self.hook is not None:
+                self.hook(f"flush:{step}", dict(info))
 
-        if self._hook is not None:
-            self._hook("flush:start", dict(info))
-        self._dead_letters.send(flush.dead)
+        if self.hook is not None:
+            self.hook("flush:start", dict(info))
+        self.dead_letters.send(flush.dead)
         mark("dead-letters-acked")
-        files = self._lake.commit(flush, mark)
+        files = self.lake.commit(flush, mark)
         self._record(flush, files, time.perf_counter() - started)
-        self._stages.add("writer:other", time.perf_counter() - step_started)
+        self.stages.add("writer:other", time.perf_counter() - step_started)
 
     def _record(self, flush: Flush, files: int, seconds: float) -> None:
         """Statistics, metrics and the ``flushed`` log line of a durable range."""
         latencies_ms = int(time.time() * 1000) - flush.stamps
-        by_reason = self._metrics.flushed(
+        by_reason = self.metrics.flushed(
             flush.topic,
             flush.partition,
             last=flush.last,
@@ -185,7 +176,7 @@ class LakeCommitter:
             seconds=seconds,
             event_to_lake_s=latencies_ms / 1000.0,
         )
-        self._stats.flushed(
+        self.stats.flushed(
             flush.partition,
             flush.last,
             rated=flush.rated.num_rows,

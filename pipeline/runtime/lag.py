@@ -7,6 +7,7 @@ round trip) into ``RunStats.lag`` and the ``cdr_consumer_lag`` gauge.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
 
@@ -20,23 +21,17 @@ LOG = logging.getLogger("cdr_pipeline.run")
 LAG_INTERVAL_S = 1.0
 
 
+@dataclass(eq=False)
 class LagMonitor:
     """Lag of the partitions a consumer owns (main thread only)."""
 
-    def __init__(
-        self,
-        consumer: GroupConsumer,
-        topic: str,
-        stats: RunStats,
-        metrics: ServiceMetrics,
-        *,
-        interval_s: float = LAG_INTERVAL_S,
-    ) -> None:
-        self._consumer = consumer
-        self._topic = topic
-        self._stats = stats
-        self._metrics = metrics
-        self._interval_s = interval_s
+    consumer: GroupConsumer
+    topic: str
+    stats: RunStats
+    metrics: ServiceMetrics
+    interval_s: float = LAG_INTERVAL_S
+
+    def __post_init__(self) -> None:
         self._at = float("-inf")
         self._start_offsets: dict[int, int] = {}  # partition -> offset it was assigned at
 
@@ -48,11 +43,11 @@ class LagMonitor:
         """Drop revoked partitions (their new owner reports them)."""
         for p in partitions:
             self._start_offsets.pop(p, None)
-            self._stats.lag.pop(p, None)
-        self._metrics.forget_partitions(self._topic, partitions)
+            self.stats.lag.pop(p, None)
+        self.metrics.forget_partitions(self.topic, partitions)
 
     def maybe_update(self, now: float) -> None:
-        if now - self._at >= self._interval_s:
+        if now - self._at >= self.interval_s:
             self._at = now
             self.update()
 
@@ -62,12 +57,12 @@ class LagMonitor:
         assigned at (or the low watermark). Partitions whose watermark is not known
         yet are left out."""
         try:
-            assignment = self._consumer.assignment()
+            assignment = self.consumer.assignment()
             if not assignment:
                 return
-            for tp in self._consumer.position(assignment):
+            for tp in self.consumer.position(assignment):
                 # documented to return None on timeout, though typed as a tuple
-                marks = self._consumer.get_watermark_offsets(tp, cached=True)
+                marks = self.consumer.get_watermark_offsets(tp, cached=True)
                 if marks is None:
                     continue
                 low, high = marks
@@ -79,7 +74,7 @@ class LagMonitor:
                 if high < 0 or position < 0:
                     continue
                 lag = max(high - position, 0)
-                self._stats.lag[tp.partition] = lag
-                self._metrics.set_lag(tp.topic, tp.partition, lag)
+                self.stats.lag[tp.partition] = lag
+                self.metrics.set_lag(tp.topic, tp.partition, lag)
         except (KafkaException, RuntimeError) as exc:  # metrics must never stop the loop
             LOG.debug("consumer lag not computed: %s", exc)

@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TypeVar
 
 from confluent_kafka import TopicPartition
@@ -94,6 +94,7 @@ class Outage:
 MAIN, WRITER = "main", "writer"
 
 
+@dataclass(eq=False)
 class Pausing:
     """The retry/back-off and pause policy of one service (see the module docstring).
 
@@ -101,23 +102,16 @@ class Pausing:
     ticks liveness and refreshes lag there). ``clock`` times outages.
     """
 
-    def __init__(
-        self,
-        consumer: GroupConsumer,
-        metrics: ServiceMetrics,
-        stages: StageClock,
-        *,
-        on_wait: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.monotonic,
-        first_delay: float = FIRST_DELAY_S,
-        max_delay: float = MAX_DELAY_S,
-    ) -> None:
-        self._consumer = consumer
-        self._metrics = metrics
-        self._stages = stages
-        self._on_wait = on_wait
-        self._clock = clock
-        self._delays = (first_delay, max_delay)
+    consumer: GroupConsumer
+    metrics: ServiceMetrics
+    stages: StageClock
+    _: KW_ONLY
+    on_wait: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.monotonic
+    first_delay: float = FIRST_DELAY_S
+    max_delay: float = MAX_DELAY_S
+
+    def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._outages: dict[str, Outage] = {}
         self._holds = 0  # main thread only: pauses of the assignment in force
@@ -139,7 +133,7 @@ class Pausing:
         """Main thread, right after ``assign``: keep new partitions paused while the
         assignment is."""
         if self._holds and partitions:
-            self._consumer.pause(partitions)
+            self.consumer.pause(partitions)
 
     # ------------------------------------------------------------------ policies
     def retry(
@@ -152,7 +146,7 @@ class Pausing:
         """Main thread: ``action()``; on an :class:`InfrastructureError` pause the
         assignment and retry with back-off until it succeeds (then resume) or the
         service is stopping (then the error is raised)."""
-        backoff = Backoff(*self._delays)
+        backoff = Backoff(self.first_delay, self.max_delay)
         try:
             while True:
                 try:
@@ -168,7 +162,7 @@ class Pausing:
             outage = self._end(MAIN)
             if outage is not None:
                 self._resume()
-                self._stages.add("main:paused", self._clock() - outage.paused_since)
+                self.stages.add("main:paused", self.clock() - outage.paused_since)
                 self._log_back(outage, "resuming consumption")
 
     def retry_writer(
@@ -182,7 +176,7 @@ class Pausing:
         """Writer thread: ``action()`` until it succeeds, retrying infrastructure errors
         with back-off (never touching the consumer); ``None`` once ``abort`` is set.
         ``what`` names the work in the log (``partition=3``)."""
-        backoff = Backoff(*self._delays)
+        backoff = Backoff(self.first_delay, self.max_delay)
         done = False
         try:
             while not abort.is_set():
@@ -204,7 +198,7 @@ class Pausing:
                     LOG.warning(
                         "%s still unavailable after %.1f s: %s abandoned, to be re-read",
                         outage.cause,
-                        self._clock() - outage.since,
+                        self.clock() - outage.since,
                         what,
                     )
 
@@ -217,7 +211,7 @@ class Pausing:
     ) -> None:
         """Main thread: pause the assignment while ``busy()``, calling ``step()`` (which
         waits a little) and serving group callbacks on every turn (backpressure)."""
-        started = self._clock()
+        started = self.clock()
         self._pause()
         try:
             while busy() and not stopping.is_set():
@@ -225,22 +219,22 @@ class Pausing:
                 self._serve()
         finally:
             self._resume()
-            held = self._clock() - started
-            self._stages.add("main:backpressure", held)
+            held = self.clock() - started
+            self.stages.add("main:backpressure", held)
             LOG.debug("backpressure: consumption paused %.3f s for the writer", held)
 
     # ------------------------------------------------------------------ internals
     def _begin(self, where: str, cause: str, exc: InfrastructureError, doing: str) -> bool:
         """Record an outage at ``where`` (a new one, or a new cause of the one in
         progress), logging it; True when consumption was not paused for one yet."""
-        now = self._clock()
+        now = self.clock()
         with self._lock:
             current = self._outages.get(where)
             if current is not None and current.cause == cause:
                 return False
             paused_since = current.paused_since if current is not None else now
             self._outages[where] = Outage(cause, now, paused_since)
-            self._metrics.paused.set(1)
+            self.metrics.paused.set(1)
         LOG.warning("%s unavailable, %s: %s", cause, doing, exc)
         return current is None
 
@@ -248,11 +242,11 @@ class Pausing:
         with self._lock:
             outage = self._outages.pop(where, None)
             if not self._outages:
-                self._metrics.paused.set(0)
+                self.metrics.paused.set(0)
         return outage
 
     def _log_back(self, outage: Outage, doing: str) -> None:
-        now = self._clock()
+        now = self.clock()
         if outage.paused_since < outage.since:
             LOG.info(
                 "%s back after %.1f s (paused %.1f s in all): %s",
@@ -266,22 +260,22 @@ class Pausing:
 
     def _pause(self) -> None:
         if self._holds == 0:
-            assignment = self._consumer.assignment()
+            assignment = self.consumer.assignment()
             if assignment:
-                self._consumer.pause(assignment)
+                self.consumer.pause(assignment)
         self._holds += 1
 
     def _resume(self) -> None:
         self._holds -= 1
         if self._holds == 0:
-            assignment = self._consumer.assignment()
+            assignment = self.consumer.assignment()
             if assignment:
-                self._consumer.resume(assignment)
+                self.consumer.resume(assignment)
 
     def _serve(self) -> None:
         """One turn while paused: group callbacks (no message should come: if one does,
         the consumer is rewound to it so it is read again after the pause)."""
-        message = self._consumer.poll(0)
+        message = self.consumer.poll(0)
         if message is not None and message.error() is None:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if topic is not None and partition is not None and offset is not None:
@@ -290,6 +284,6 @@ class Pausing:
                     partition,
                     offset,
                 )
-                self._consumer.seek(TopicPartition(topic, partition, offset))
-                self._consumer.pause([TopicPartition(topic, partition)])
-        self._on_wait()
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+                self.consumer.pause([TopicPartition(topic, partition)])
+        self.on_wait()
