@@ -194,10 +194,10 @@ class FakeConsumer:
         self._assigned = [tp.partition for tp in partitions]
         self.positions = {}
         self.read_any = set()
+        self.paused = set()  # a new assignment starts unpaused, like librdkafka's
         for tp in partitions:
             start = tp.offset if tp.offset >= 0 else self.committed.get(tp.partition, 0)
             self.positions[tp.partition] = start
-            self.paused.discard(tp.partition)
 
     def unassign(self) -> None:
         self._assigned = None
