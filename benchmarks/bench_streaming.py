@@ -12,20 +12,19 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
 2. **raw consume** -- the same consumer settings doing nothing but ``consume()`` and
    ``value()``: the broker's delivery ceiling on this machine.
 3. **service** -- ONE consumer process of the real service (:func:`build_service`,
-   ``stop_when_idle``). Rated CDR/s = events / (last flush - first message processed).
-   Stages are timed by wrapping the service's own functions in the child.
-4. **service + (B)** -- the same, with ``Enricher.for_numbers`` replaced by the whole LNP
-   table read once from its Arrow copy in Redis (a prototype; pipeline code unchanged).
-5. **latency** -- a fresh service child consumes a second topic while this process
+   ``stop_when_idle``), nothing in it replaced or wrapped. Rated CDR/s = events /
+   (last flush - first message processed). The stage profile is the service's own
+   ``RunStats.stage_seconds`` (:mod:`pipeline.runtime.stats`); progress comes from its
+   documented hook points (``group:assigned``, ``flush:checkpointed``).
+4. **latency** -- a fresh service child consumes a second topic while this process
    produces ``--latency-events`` at ``--latency-rate`` events/s; event-to-lake latency
    p50/p99 (Kafka CreateTime to file and checkpoint durable).
-6. **baseline** -- :func:`benchmarks.baseline.run_baseline_consumer` (fastavro per
+5. **baseline** -- :func:`benchmarks.baseline.run_baseline_consumer` (fastavro per
    message, per-record Python rating, one Redis HGET per origin, Parquet from dicts)
    on the first ``--baseline-events`` of the same topic; its rows are then compared
    with the service's lake by (partition, offset).
-7. **stage prototypes** -- each stage on real consumed messages, as it is and as
-   prototyped (outputs checked equal), plus the baseline's rating alone. Optional
-   ``--cprofile``: the service under cProfile over the latency topic.
+
+Optional ``--cprofile``: the service under cProfile over the latency topic.
 
 Results: rich tables on stdout and ``benchmarks/results/latest.json``.
 """
@@ -86,13 +85,11 @@ class Options:
     baseline_events: int = 100_000
     latency_events: int = 200_000
     latency_rate: int = 50_000
-    prototype_events: int = 100_000
     poll_max_messages: int = 20_000
     max_age_s: float = 1.0
     stop_when_idle_s: float = 8.0
     seed: int = 1
     cprofile: bool = False
-    full_lnp: bool = True
     workdir: str | None = None
     keep: bool = False
     results: str = str(RESULTS_PATH)
@@ -213,53 +210,6 @@ def _quiet_child(log_path: str) -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
-@dataclass
-class StageTimer:
-    """Seconds and calls per stage; intervals use ``time.monotonic`` like RunStats."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-    consume_calls: list[tuple[float, float, int]] = field(default_factory=list)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-        self.calls[name] = self.calls.get(name, 0) + 1
-
-    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.add(name, time.monotonic() - started)
-
-        return timed
-
-
-class _TimedConsumer:
-    """Proxy of a confluent_kafka Consumer timing ``consume`` and ``commit``."""
-
-    def __init__(self, consumer: Any, timer: StageTimer) -> None:
-        self._consumer = consumer
-        self._timer = timer
-
-    def consume(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
-        messages = self._consumer.consume(*args, **kwargs)
-        self._timer.consume_calls.append((started, time.monotonic(), len(messages)))
-        return messages
-
-    def commit(self, *args: Any, **kwargs: Any) -> Any:
-        started = time.monotonic()
-        try:
-            return self._consumer.commit(*args, **kwargs)
-        finally:
-            self._timer.add("kafka_commit", time.monotonic() - started)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._consumer, name)
-
-
 def peak_rss_mb() -> float:
     """Peak resident set of this process (MB): ``VmHWM`` of ``/proc/self/status``.
 
@@ -291,66 +241,24 @@ def _percentiles(latencies: list[npt.NDArray[np.int64]]) -> dict[str, float]:
     return {"p50": p50, "p90": p90, "p99": p99, "max": float(values.max()), "n": int(values.size)}
 
 
-def _in_span(
-    calls: list[tuple[float, float, int]], start: float | None, end: float | None
-) -> float:
-    """Seconds of ``(started, ended, n)`` intervals inside ``[start, end]``."""
-    if start is None or end is None:
-        return 0.0
-    return sum(max(0.0, min(b, end) - max(a, start)) for a, b, _ in calls)
-
-
 def service_child(config: dict[str, Any], out: Any) -> None:
     """One consumer process of the real service (spawned). Reports to ``out`` (a queue):
-    ``("assigned", n)``, ``("progress", events)``, and finally ``("done", results)``."""
+    ``("assigned", n)``, ``("progress", events)``, and finally ``("done", results)``.
+    Everything it reports comes from the service itself: its hook points and
+    :class:`~pipeline.runtime.stats.RunStats` (stage timings included)."""
     _quiet_child(config["log"])
-    import pipeline.runtime.service as service_module
     from pipeline.settings import load_settings
     from pipeline.streaming import build_service
 
     settings = load_settings(**config["settings"])
-    timer = StageTimer()
 
     def hook(point: str, info: dict[str, Any]) -> None:
         if point == "flush:checkpointed":
             out.put(("progress", int(info["last"]) - int(info["first"]) + 1))
+        elif point == "group:assigned":
+            out.put(("assigned", len(info["partitions"])))
 
-    # Stage timing by wrapping, in this child only (pipeline code is not changed).
-    # Methods that a version of the service lacks are skipped.
-    service_module.decode_batch = timer.wrap("decode", service_module.decode_batch)  # type: ignore[attr-defined]
-    service_module.rate_batch = timer.wrap("rate", service_module.rate_batch)  # type: ignore[attr-defined]
     service = build_service(settings, hook=hook)
-    service.consumer = _TimedConsumer(service.consumer, timer)  # type: ignore[assignment]
-    if config.get("full_lnp"):  # prototype (B): the whole LNP table, read once
-        from pipeline.refdata.redis_store import read_reference_from_redis
-
-        full = read_reference_from_redis(settings.redis.client())
-        service.enricher.for_numbers = timer.wrap("enrich", lambda _tns: full)  # type: ignore[method-assign]
-    else:
-        service.enricher.for_numbers = timer.wrap("enrich", service.enricher.for_numbers)  # type: ignore[method-assign]
-    for target, name, stage in (
-        (service.lake, "write_rated", "write_parquet"),
-        (service.dead_letters, "send", "dead_letters"),
-        (service.checkpoints, "commit", "checkpoint"),
-        (service, "_stage", "stage"),  # poll fields, hand-off to the decode thread
-        (service, "_prepared", "wait_prepare"),  # waiting for the decode and lookup threads
-        (service, "_complete", "complete_total"),
-        (service, "_decode", "decode_total"),  # on the decode thread
-        (service, "_flush", "flush_total"),  # synchronous flush (before the writer thread)
-        (service, "_flush_due", "flush_due"),  # submit to the writer, reap, commit
-        (service, "_backpressure", "backpressure"),  # waiting for the writer
-        (service, "_write", "write_total"),  # on the writer thread
-    ):
-        if hasattr(target, name):
-            setattr(target, name, timer.wrap(stage, getattr(target, name)))
-    on_assign = service._on_assign
-
-    def assigned(consumer: Any, partitions: list[Any]) -> None:
-        on_assign(consumer, partitions)
-        out.put(("assigned", len(partitions)))
-
-    service._on_assign = assigned  # type: ignore[method-assign]
-
     profiler = cProfile.Profile() if config.get("cprofile") else None
     if profiler is not None:
         profiler.enable()
@@ -358,8 +266,6 @@ def service_child(config: dict[str, Any], out: Any) -> None:
     if profiler is not None:
         profiler.disable()
     finished = time.monotonic()
-    start, end = stats.first_message_at, stats.last_flush_at
-    in_span = _in_span(timer.consume_calls, start, end)
     result: dict[str, Any] = {
         "consumed": stats.consumed,
         "rated": stats.rated,
@@ -368,18 +274,15 @@ def service_child(config: dict[str, Any], out: Any) -> None:
         "flushes": stats.flushes,
         "files": stats.files,
         "started": stats.started,
-        "first_message_at": start,
-        "last_flush_at": end,
+        "first_message_at": stats.first_message_at,
+        "last_flush_at": stats.last_flush_at,
         "finished": finished,
         "busy_seconds": stats.busy_seconds,
         "latency_ms": _percentiles(stats.latencies_ms),
         "peak_rss_mb": peak_rss_mb(),
         "cpu_s": process_cpu_s(os.getpid()),
         "enrich_hit_rate": service.enricher.hit_rate,
-        "stage_seconds": dict(timer.seconds),
-        "stage_calls": dict(timer.calls),
-        "consume_seconds_in_span": in_span,
-        "consume_calls": len(timer.consume_calls),
+        "stage_seconds": dict(stats.stage_seconds),
     }
     if profiler is not None:
         result["cprofile"] = _top_functions(profiler, 20)
@@ -591,74 +494,69 @@ def setup(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
     return out
 
 
+#: Rows of the stage profile: the service's stage names (pipeline.runtime.stats) and
+#: their labels here. Stages not listed (another lake's commit steps, say) are shown
+#: under their own names.
+STAGE_LABELS = {
+    "main:consume": "consume (calls that returned messages)",
+    "main:stage": "poll fields, hand-off",
+    "main:wait_prepared": "wait for decode and lookup",
+    "main:rate": "rate (rate_batch)",
+    "main:buffer": "split, buffers",
+    "main:flush": "flush: submit, reap, commit",
+    "main:backpressure": "flush: wait for the writer",
+    "main:paused": "paused on a dependency",
+    "decode:decode_batch": "decode: decode_batch",
+    "decode:numbers": "decode: numbers, origins",
+    "lookup:for_numbers": "lookup: Enricher.for_numbers",
+    "writer:dead-letters-acked": "writer: dead-letter produce",
+    "writer:files-written": "writer: write parquet",
+    "writer:checkpointed": "writer: checkpoint (fsync)",
+    "writer:other": "writer: other (stats, metrics)",
+}
+#: Stages left out of the profile: idle polls, which include the group join and the
+#: idle wait before ``stop_when_idle`` (outside the span).
+UNPROFILED = ("main:consume_idle",)
+
+
 def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
-    """Stage rows of a service child's timings: the consumer (main) thread's stages add
-    up to the span; the decode, lookup and writer threads' run concurrently."""
-    stages = r["stage_seconds"]
+    """Stage rows from a service child's own ``stage_seconds``: the main thread's rows,
+    with "loop/other" (the span minus them: loop overhead and the idle polls at the
+    end of the stream, before the last flush), add up to the span; the decode, lookup
+    and writer threads run concurrently."""
+    stages = {k: v for k, v in r["stage_seconds"].items() if k not in UNPROFILED}
+    order = {name: i for i, name in enumerate(STAGE_LABELS)}
+    names = sorted(stages, key=lambda k: (not k.startswith("main:"), order.get(k, len(order)), k))
+    rows = [
+        (
+            STAGE_LABELS.get(k, k),
+            "consumer" if k.startswith("main:") else k.split(":")[0],
+            stages[k],
+        )
+        for k in names
+    ]
+    main_total = sum(secs for _, thread, secs in rows if thread == "consumer")
+    main_count = sum(1 for _, thread, _ in rows if thread == "consumer")
+    rows.insert(main_count, ("loop/other", "consumer", span - main_total))
     consumed = r["consumed"]
-    writer_thread = "write_total" in stages
-    flush_parts = ("write_parquet", "dead_letters", "checkpoint")
-    main: dict[str, float] = {
-        "consume (poll, in span)": r["consume_seconds_in_span"],
-        "poll fields, hand-off": stages.get("stage", 0.0),
-        "wait for decode and lookup": stages.get("wait_prepare", 0.0),
-        "rate (rate_batch)": stages.get("rate", 0.0),
-        "split, buffers": stages.get("complete_total", 0.0)
-        - sum(stages.get(k, 0.0) for k in ("wait_prepare", "rate")),
-    }
-    prepare = {
-        "decode: decode_batch": stages.get("decode", 0.0),
-        "decode: numbers, origins": stages.get("decode_total", 0.0) - stages.get("decode", 0.0),
-        "lookup: Enricher.for_numbers": stages.get("enrich", 0.0),
-    }
-    writer: dict[str, float] = {}
-    if writer_thread:
-        main["flush: submit, reap, commit"] = stages.get("flush_due", 0.0) - stages.get(
-            "backpressure", 0.0
-        )
-        main["flush: wait for the writer"] = stages.get("backpressure", 0.0)
-        writer = {
-            "writer: dead-letter produce": stages.get("dead_letters", 0.0),
-            "writer: write parquet": stages.get("write_parquet", 0.0),
-            "writer: checkpoint (fsync)": stages.get("checkpoint", 0.0),
-            "writer: other (stats, metrics)": stages.get("write_total", 0.0)
-            - sum(stages.get(k, 0.0) for k in flush_parts),
-        }
-    else:  # flushes on the consumer thread
-        main.update(
-            {
-                "dead-letter produce": stages.get("dead_letters", 0.0),
-                "write parquet": stages.get("write_parquet", 0.0),
-                "checkpoint (fsync)": stages.get("checkpoint", 0.0),
-                "kafka commit": stages.get("kafka_commit", 0.0),
-                "flush other (concat)": stages.get("flush_total", 0.0)
-                - sum(stages.get(k, 0.0) for k in (*flush_parts, "kafka_commit")),
-            }
-        )
-    main["loop/other"] = span - sum(main.values())
     return {
-        name: {
+        label: {
             "seconds": secs,
             "us_per_event": secs / consumed * 1e6 if consumed else 0.0,
             "share": secs / span if span else 0.0,
-            "thread": next(
-                (t for t in ("writer", "decode", "lookup") if name.startswith(t + ":")), "consumer"
-            ),
+            "thread": thread,
         }
-        for name, secs in {**main, **prepare, **writer}.items()
+        for label, thread, secs in rows
     }
 
 
-def service_phase(
-    env: Env, opts: Options, progress: Bar, produced: int, *, full_lnp: bool = False
-) -> dict[str, Any]:
-    name = "service-full-lnp" if full_lnp else "service"
+def service_phase(env: Env, opts: Options, progress: Bar, produced: int) -> dict[str, Any]:
+    name = "service"
     config = {
         "settings": _settings(env, opts, TOPIC, f"bench-{name}", env.workdir / f"lake-{name}"),
         "log": str(env.workdir / f"{name}.log"),
-        "full_lnp": full_lnp,
     }
-    label = "service + (B) full LNP" if full_lnp else "service (1 consumer)"
+    label = "service (1 consumer)"
     started = time.monotonic()
     servers = process_cpu_s(env.broker_pid), process_cpu_s(env.redis_pid)
     r = _follow(Child(service_child, config), progress, label, produced)
@@ -683,7 +581,7 @@ def service_phase(
         "flushes": r["flushes"],
         "files": r["files"],
         "enrich_hit_rate": r["enrich_hit_rate"],
-        "consume_calls": r["consume_calls"],
+        "stage_seconds": r["stage_seconds"],
         "stage_profile": stage_profile(r, span),
     }
 
@@ -869,184 +767,6 @@ def cprofile_phase(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------ stage prototypes
-def _consume_messages(brokers: str, topic: str, n: int, batch: int) -> list[list[Any]]:
-    """``n`` messages of ``topic`` from the beginning (explicit assignment), in batches."""
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-    from pipeline.io import kafka_clients
-    from pipeline.settings import KafkaSettings
-
-    consumer = kafka_clients.consumer(KafkaSettings(brokers=brokers), "bench-prototypes")
-    try:
-        meta = consumer.list_topics(topic, timeout=30)
-        parts = sorted(meta.topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        batches: list[list[Any]] = []
-        got = 0
-        deadline = time.monotonic() + 120
-        while got < n and time.monotonic() < deadline:
-            messages = [m for m in consumer.consume(min(batch, n - got), 1.0) if m.error() is None]
-            if messages:
-                batches.append(messages)
-                got += len(messages)
-        return batches
-    finally:
-        consumer.close()
-
-
-def prototype_phase(
-    *,
-    brokers: str,
-    redis_url: str,
-    topic: str,
-    tariffs: Path,
-    refdata: Path,
-    workdir: Path,
-    events: int,
-    batch: int,
-) -> dict[str, Any]:
-    """Each stage of the service on real consumed messages, as it is and as prototyped.
-
-    Variants: (A) LNP from Redis with one packed argument and one packed reply;
-    (B) the whole LNP table in memory from its Arrow copy in Redis, read once per
-    version; (D) the Parquet write on a background thread, overlapped with the next
-    batch. Every variant's output is compared with the original's.
-    """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    import pyarrow.compute as pc
-    import redis
-
-    from pipeline.io.lake import Lake
-    from pipeline.io.registry import ShippedSchemas
-    from pipeline.io.wire import KafkaSources, decode_batch
-    from pipeline.rating.rate import origin_numbers, rate_batch
-    from pipeline.refdata.redis_store import RedisReferenceReader, read_reference_from_redis
-    from pipeline.runtime.enrich import Enricher
-    from pipeline.tariff_files import load_tariff_dir
-
-    batches = _consume_messages(brokers, topic, events, batch)
-    n = sum(len(b) for b in batches)
-    book = load_tariff_dir(tariffs)
-    resolver = ShippedSchemas()
-    client = redis.Redis.from_url(redis_url)
-    seconds: dict[str, float] = {}
-
-    def clock(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        value = fn(*args, **kwargs)
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-        return value
-
-    def extract(msgs: list[Any]) -> tuple[Any, ...]:
-        m = len(msgs)
-        return (
-            [x.value() for x in msgs],
-            [x.key() for x in msgs],
-            np.fromiter((x.partition() for x in msgs), np.int32, m),
-            np.fromiter((x.offset() for x in msgs), np.int64, m),
-            np.fromiter((x.timestamp()[1] for x in msgs), np.int64, m),
-        )
-
-    decoded = []
-    for msgs in batches:
-        values, keys, partitions, offsets, _ = clock("extract", extract, msgs)
-        sources = KafkaSources(topic, partitions, offsets)
-        events_t, _dead = clock("decode", decode_batch, values, sources, resolver, keys=keys)
-        decoded.append(events_t)
-
-    enricher = Enricher(RedisReferenceReader(client))
-    snapshot = enricher.snapshot()
-    refs = [clock("enrich", enricher.for_batch, ev) for ev in decoded]
-
-    reader = RedisReferenceReader(client)
-
-    def packed(ev: Any) -> Any:
-        """The store's packed lookup (what ``Enricher.for_batch`` uses) without the cache."""
-        origin = origin_numbers(ev)
-        tns = np.unique(origin.national[origin.nanp])
-        tns = tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
-        _, ocns = reader.lookup_lnp_array(tns)
-        found = pc.is_valid(ocns)
-        hit = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.bool_)
-        return snapshot.with_lnp(tns[hit], ocns.filter(found))
-
-    for ev, ref in zip(decoded, refs, strict=True):
-        alt = clock("enrich_packed", packed, ev)
-        same_keys = np.array_equal(alt.lnp.keys, ref.lnp.keys)
-        if not (same_keys and np.array_equal(alt.lnp_ocn, ref.lnp_ocn)):
-            raise RuntimeError("packed LNP lookup differs from Enricher.for_batch")
-
-    full = clock("load_full_lnp_once", read_reference_from_redis, client)
-    rated = [
-        clock("rate", rate_batch, ev, ref, book) for ev, ref in zip(decoded, refs, strict=True)
-    ]
-    for ev, expected in zip(decoded, rated, strict=True):
-        if not clock("rate_full_lnp", rate_batch, ev, full, book).rated.equals(expected.rated):
-            raise RuntimeError("rating with the full LNP table differs")
-
-    lake = Lake(workdir / "lake-prototypes")
-    for i, result in enumerate(rated):
-        clock("write_parquet", lake.write_rated, result.rated, f"seq-{i:05d}")
-
-    # The baseline's per-record rating alone (LNP in a dict, no Kafka/Redis/Parquet):
-    # the pure compute ratio of the vectorized core over plain Python.
-    from benchmarks.baseline import load_lnp_dict, load_refs, rate_event
-
-    plain_refs, plain_lnp = load_refs(refdata), load_lnp_dict(refdata)
-
-    def per_record(rows: list[dict[str, Any]]) -> list[Any]:
-        return [rate_event(r, plain_refs, plain_lnp.get, book) for r in rows]
-
-    for ev in decoded:
-        clock("baseline_rate_event", per_record, ev.to_pylist())
-
-    # Whole batch pipelines (consume excluded): as is, and with B + D.
-    def as_is() -> None:
-        for ev in decoded:
-            r = rate_batch(ev, enricher.for_batch(ev), book)
-            lake.write_rated(r.rated, "as-is")
-
-    def improved() -> None:
-        with ThreadPoolExecutor(1) as pool:
-            pending: Future[Any] | None = None
-            for ev in decoded:
-                r = rate_batch(ev, full, book)
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(lake.write_rated, r.rated, "improved")
-            if pending is not None:
-                pending.result()
-
-    enricher = Enricher(RedisReferenceReader(client))  # cold cache, as in a fresh service
-    clock("pipeline_as_is", as_is)
-    clock("pipeline_improved", improved)
-
-    per = {k: v / n * 1e6 for k, v in seconds.items()}
-    dec = per["extract"] + per["decode"]
-    rows = [
-        {"name": "extract message fields", "us_per_event": per["extract"], "note": "value/key/partition/offset/timestamp per message"},
-        {"name": "decode_batch", "us_per_event": per["decode"], "note": "columnar (polars)"},
-        {"name": "enrich: Enricher.for_batch (as is)", "us_per_event": per["enrich"],
-         "note": "as the service does it (cache + Lua lookup per batch)"},
-        {"name": "enrich (A): packed lookup, no cache", "us_per_event": per["enrich_packed"],
-         "note": "RedisReferenceReader.lookup_lnp_array alone; same LNP subset (checked)"},
-        {"name": "enrich (B): full LNP in memory", "us_per_event": 0.0,
-         "note": f"per batch 0; once per version {seconds['load_full_lnp_once']:.2f} s (Arrow copy in Redis)"},
-        {"name": "rate_batch (as is)", "us_per_event": per["rate"], "note": "LNP subset of the batch"},
-        {"name": "rate_batch with full LNP", "us_per_event": per["rate_full_lnp"], "note": "identical output (checked)"},
-        {"name": "baseline rate_event per record", "us_per_event": per["baseline_rate_event"],
-         "note": f"plain Python, LNP in a dict, no I/O: {per['baseline_rate_event'] / per['rate']:.1f}x rate_batch"},
-        {"name": "write parquet (Lake.write_rated)", "us_per_event": per["write_parquet"], "note": "zstd, fsync, rename"},
-        {"name": "enrich+rate+Parquet, one thread", "us_per_event": per["pipeline_as_is"] + dec,
-         "note": f"+ extract + decode, no consume: {1e6 / (per['pipeline_as_is'] + dec):,.0f} CDR/s"},
-        {"name": "(B) + Parquet on a 2nd thread (D)", "us_per_event": per["pipeline_improved"] + dec,
-         "note": f"+ extract + decode, no consume: {1e6 / (per['pipeline_improved'] + dec):,.0f} CDR/s"},
-    ]  # fmt: skip
-    return {"events": n, "batch": batch, "seconds": seconds, "us_per_event": per, "rows": rows}
-
-
 # ------------------------------------------------------------------ main
 def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
     """Every phase; returns the results (see module docstring)."""
@@ -1083,24 +803,8 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
             results["setup"] = setup(env, opts, bar)
             results["raw_consume"] = raw_consume_phase(env, opts, bar, results["setup"]["produced"])
             results["service"] = service_phase(env, opts, bar, results["setup"]["produced"])
-            if opts.full_lnp:
-                results["service_full_lnp"] = service_phase(
-                    env, opts, bar, results["setup"]["produced"], full_lnp=True
-                )
             results["latency"] = latency_phase(env, opts, bar)
             results["baseline"] = baseline_phase(env, opts, bar)
-            task = bar.add_task("stage prototypes", total=None)
-            results["prototypes"] = prototype_phase(
-                brokers=env.brokers,
-                redis_url=env.redis_url,
-                topic=TOPIC,
-                tariffs=env.tariffs,
-                refdata=env.refdata,
-                workdir=workdir,
-                events=min(opts.prototype_events, opts.events),
-                batch=opts.poll_max_messages,
-            )
-            bar.update(task, total=1, completed=1)
             if opts.cprofile:
                 results["cprofile"] = cprofile_phase(env, opts, bar)
     finally:
@@ -1158,14 +862,6 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
             _fmt(raw["per_s"]),
             "same consumer settings, consume() + value() only: no processing at all",
         )
-    full_lnp = results.get("service_full_lnp")
-    if full_lnp:
-        main.add_row(
-            "service + (B) full LNP, CDR/s",
-            _fmt(full_lnp["cdr_per_s"]),
-            f"the same service, Enricher.for_numbers replaced by the whole LNP table read once; "
-            f"RSS {full_lnp['peak_rss_mb']:,.0f} MB",
-        )
     ratio = results.get("ratio_vs_baseline")
     main.add_row(
         "service / baseline",
@@ -1199,39 +895,21 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
     main.add_row("dead letters", _fmt(s["dead_letters"]), json.dumps(s["by_reason"]))
     console.print(main)
 
-    for title, run_ in (
-        ("Where the service's time goes (one consumer, measured run)", s),
-        ("Service + (B) full LNP in memory", results.get("service_full_lnp")),
-    ):
-        if not run_:
-            continue
-        prof = Table(title=title)
-        prof.add_column("stage")
-        prof.add_column("thread")
-        prof.add_column("seconds", justify="right")
-        prof.add_column("us/event", justify="right")
-        prof.add_column("share of span", justify="right")
-        for name, row in run_["stage_profile"].items():
-            prof.add_row(
-                name,
-                row.get("thread", "consumer"),
-                f"{row['seconds']:.3f}",
-                f"{row['us_per_event']:.2f}",
-                f"{row['share']:.0%}",
-            )
-        console.print(prof)
-
-    protos = results.get("prototypes")
-    if protos:
-        proto = Table(
-            title=f"Stage prototypes on {protos['events']:,} real messages (batches of {protos['batch']:,})"
+    prof = Table(title="Where the service's time goes (its own stage timings, measured run)")
+    prof.add_column("stage")
+    prof.add_column("thread")
+    prof.add_column("seconds", justify="right")
+    prof.add_column("us/event", justify="right")
+    prof.add_column("share of span", justify="right")
+    for name, row in s["stage_profile"].items():
+        prof.add_row(
+            name,
+            row["thread"],
+            f"{row['seconds']:.3f}",
+            f"{row['us_per_event']:.2f}",
+            f"{row['share']:.0%}",
         )
-        proto.add_column("stage / variant")
-        proto.add_column("us/event", justify="right")
-        proto.add_column("note")
-        for row in protos["rows"]:
-            proto.add_row(row["name"], f"{row['us_per_event']:.2f}", row.get("note", ""))
-        console.print(proto)
+    console.print(prof)
     cprof = results.get("cprofile")
     if cprof:
         top = Table(
@@ -1266,7 +944,6 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--baseline-events", type=int, default=d.baseline_events)
     p.add_argument("--latency-events", type=int, default=d.latency_events)
     p.add_argument("--latency-rate", type=int, default=d.latency_rate, help="events/s offered")
-    p.add_argument("--prototype-events", type=int, default=d.prototype_events)
     p.add_argument("--poll-max-messages", type=int, default=d.poll_max_messages)
     p.add_argument(
         "--max-age", type=float, default=d.max_age_s, help="batch.max_age_s of the service"
@@ -1274,7 +951,6 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--stop-when-idle", type=float, default=d.stop_when_idle_s)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--cprofile", action="store_true", help="also run the service under cProfile")
-    p.add_argument("--no-full-lnp", action="store_true", help="skip the service + (B) run")
     p.add_argument("--workdir", default=None, help="keep inputs and lakes here")
     p.add_argument("--keep", action="store_true", help="do not delete the temporary workdir")
     p.add_argument("--results", default=str(RESULTS_PATH), help="JSON output path")
@@ -1282,11 +958,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     return Options(
         events=a.events, partitions=a.partitions, lnp=a.lnp, npanxx=a.npanxx,
         baseline_events=a.baseline_events, latency_events=a.latency_events,
-        latency_rate=a.latency_rate, prototype_events=a.prototype_events,
-        poll_max_messages=a.poll_max_messages, max_age_s=a.max_age,
-        stop_when_idle_s=a.stop_when_idle, seed=a.seed, cprofile=a.cprofile,
-        full_lnp=not a.no_full_lnp,
-        workdir=a.workdir, keep=a.keep, results=a.results,
+        latency_rate=a.latency_rate, poll_max_messages=a.poll_max_messages,
+        max_age_s=a.max_age, stop_when_idle_s=a.stop_when_idle, seed=a.seed,
+        cprofile=a.cprofile, workdir=a.workdir, keep=a.keep, results=a.results,
     )  # fmt: skip
 
 

@@ -72,11 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"raw       {raw['per_s']:>12,.0f} msg/s  (consume only: the broker's ceiling here)"
         )
-    full_lnp = results.get("service_full_lnp")
-    if full_lnp:
-        console.print(
-            f"service+B {full_lnp['cdr_per_s']:>12,.0f} CDR/s  (whole LNP table in memory)"
-        )
     console.print(
         f"ratio     {ratio or 0:>12.1f}x      (target {t['ratio_vs_baseline']:.0f}x: "
         f"{'met' if t['ratio_met'] else 'NOT met'})"

@@ -28,7 +28,13 @@ name                                       type       labels / meaning
 ``cdr_enrichment_cache_misses_total``      counter    LNP lookups that went to Redis
 ``cdr_enrichment_cache_hit_ratio``         gauge      hits / (hits + misses), 0 before any lookup
 ``cdr_consumption_paused``                 gauge      1 while paused on a failed dependency
+``cdr_stage_seconds_total``                counter    stage; wall seconds per service stage
 =========================================  =========  ================================
+
+``cdr_stage_seconds_total`` is the service's own profile, a hook point for profilers and
+the benchmark: the stages are listed in :mod:`pipeline.runtime.stats` (``main:rate``,
+``decode:decode_batch``, ``writer:files-written``, ...) and also summed in
+``RunStats.stage_seconds``.
 
 Once everything consumed has been flushed,
 ``consumed == rated + sum(dead_lettered over reasons)`` (the R1 balance).
@@ -204,6 +210,12 @@ class ServiceMetrics:
         self.paused = Gauge(
             "cdr_consumption_paused",
             "1 while consumption is paused because a dependency (Redis, Kafka, lake) failed.",
+            registry=r,
+        )
+        self.stage_seconds = Counter(
+            "cdr_stage_seconds",
+            "Wall seconds the service spent per stage (see pipeline.runtime.stats).",
+            ["stage"],
             registry=r,
         )
         self._cache = _CacheCollector()

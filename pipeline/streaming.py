@@ -31,9 +31,12 @@ from pipeline.io.wire import (
 )
 from pipeline.observability import LOG
 from pipeline.refdata.redis_store import RedisReferenceReader
+from pipeline.runtime.checkpoint import CheckpointedLake
 from pipeline.runtime.enrich import Enricher
 from pipeline.runtime.health import redis_pinger
-from pipeline.runtime.service import Hook, RunStats, StreamingService
+from pipeline.runtime.ports import Hook
+from pipeline.runtime.service import StreamingService
+from pipeline.runtime.stats import RunStats
 from pipeline.settings import KafkaSettings, Settings
 from pipeline.tariff_files import load_tariff_dir
 
@@ -116,6 +119,7 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
             lake=settings.output,
             max_message_bytes=cap,
         ),
+        lake=CheckpointedLake(Lake(settings.output)),
         enricher=enricher,
         tariffs=tariffs,
         resolver=resolver_for(settings.schema_registry),

@@ -3,7 +3,8 @@
 A buffer covers a contiguous range of offsets ``[first, last]`` of one partition:
 every consumed offset in it is either a rated record or a dead letter. It becomes
 *due* (rotation) when it holds ``max_rows`` records, ``max_bytes`` bytes, or its
-oldest record is ``max_age_s`` old.
+oldest record is ``max_age_s`` old. :class:`Buffers` holds the buffers of the
+partitions one member owns and splits each rated batch among them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pipeline.settings import BatchSettings
 
 @dataclass
 class PartitionBuffer:
+    """The buffered range of one topic-partition."""
+
     topic: str
     partition: int
     first: int | None = None
@@ -83,3 +86,85 @@ class PartitionBuffer:
         self.rows = self.nbytes = 0
         self.rated, self.dead, self.timestamps_ms = [], [], []
         return out
+
+
+_EMPTY_RATED = RATED_SCHEMA.empty_table()
+_EMPTY_DEAD = DEAD_LETTER_SCHEMA.empty_table()
+
+
+def split_by_partition(table: pa.Table) -> dict[int, pa.Table]:
+    """Rows of ``table`` per ``source_partition``, with one sort instead of one
+    filter per partition (order within a partition is kept)."""
+    if table.num_rows == 0:
+        return {}
+    parts = np.asarray(table.column("source_partition").to_numpy(zero_copy_only=False))
+    change = np.flatnonzero(np.diff(parts)) + 1
+    run_parts = parts[np.concatenate([[0], change])]
+    if np.unique(run_parts).size == run_parts.size:  # each partition in one run: slice, no copy
+        starts = np.concatenate([[0], change])
+        ends = np.concatenate([change, [parts.size]])
+        return {int(parts[a]): table.slice(a, b - a) for a, b in zip(starts, ends, strict=True)}
+    order = np.argsort(parts, kind="stable")
+    ordered = table.take(pa.array(order))
+    bounds = np.flatnonzero(np.diff(parts[order])) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [len(order)]])
+    return {
+        int(parts[order[a]]): ordered.slice(a, b - a) for a, b in zip(starts, ends, strict=True)
+    }
+
+
+class Buffers:
+    """The buffers of the partitions this member owns, by partition number."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, PartitionBuffer] = {}
+
+    def __contains__(self, partition: int) -> bool:
+        return partition in self._by_partition
+
+    def open(self, topic: str, partition: int) -> None:
+        """A fresh, empty buffer for a newly assigned partition."""
+        self._by_partition[partition] = PartitionBuffer(topic, partition)
+
+    def pop(self, partition: int) -> PartitionBuffer | None:
+        """Stop buffering ``partition`` (revoked); its buffer, if it had one."""
+        return self._by_partition.pop(partition, None)
+
+    def add_batch(
+        self,
+        partitions: npt.NDArray[np.int32],
+        offsets: npt.NDArray[np.int64],
+        stamps: npt.NDArray[np.int64],
+        rated: pa.Table,
+        dead: pa.Table,
+        now: float,
+    ) -> None:
+        """Add one batch's results: ``partitions``, ``offsets`` and ``stamps`` are the
+        batch's messages (poll order), ``rated`` and ``dead`` its results (each row
+        with its ``source_partition``). Partitions not owned are skipped."""
+        rated_parts = split_by_partition(rated)
+        dead_parts = split_by_partition(dead)
+        order = np.argsort(partitions, kind="stable")
+        bounds = np.flatnonzero(np.diff(partitions[order])) + 1
+        for rows in np.split(order, bounds):
+            p = int(partitions[rows[0]])
+            buffer = self._by_partition.get(p)
+            if buffer is None:  # not ours any more
+                continue
+            buffer.add(
+                rated_parts.get(p, _EMPTY_RATED),
+                dead_parts.get(p, _EMPTY_DEAD),
+                int(offsets[rows].min()),
+                int(offsets[rows].max()),
+                stamps[rows],
+                now,
+            )
+
+    def due(self, batch: BatchSettings, now: float) -> list[PartitionBuffer]:
+        """The buffers due for a flush (rows, bytes or age past the limits)."""
+        return [b for b in self._by_partition.values() if b.due(batch, now)]
+
+    def nonempty(self) -> list[PartitionBuffer]:
+        """Every buffer holding something (to flush before stopping)."""
+        return [b for b in self._by_partition.values() if not b.empty]

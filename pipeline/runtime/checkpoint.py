@@ -12,6 +12,9 @@ On (re)assignment a partition resumes at ``last_offset + 1`` and any part that
 starts after ``last_offset`` is an orphan of a crash between part and checkpoint:
 it is deleted before consuming, and its range is rated again. So a crash at any
 moment leaves every event in the lake exactly once.
+
+:class:`CheckpointedLake` is this protocol as the service's
+:class:`~pipeline.runtime.ports.LakeTable`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from pipeline.errors import SinkError
 from pipeline.io.atomic import temporary_name, write_bytes_atomic
 from pipeline.io.lake import RATED, Lake
+from pipeline.runtime.ports import Flush, Mark
 
 _PART = re.compile(
     r"^(?P<topic>.+)\+(?P<partition>\d{5})\+(?P<first>\d{20})\+(?P<last>\d{20})\.parquet$"
@@ -95,3 +99,24 @@ class Checkpoints:
                 tmp.unlink(missing_ok=True)
         temporary_name(self._file(topic, partition)).unlink(missing_ok=True)
         return None if last is None else last + 1
+
+
+class CheckpointedLake:
+    """A :class:`~pipeline.runtime.ports.LakeTable` of Parquet parts and checkpoint
+    files: a range's parts are written (``mark("files-written")``), then its
+    checkpoint (``mark("checkpointed")``)."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.checkpoints = Checkpoints(lake)
+
+    def resume_offset(self, topic: str, partition: int) -> int | None:
+        return self.checkpoints.recover(topic, partition)
+
+    def commit(self, flush: Flush, mark: Mark) -> int:
+        name = part_name(flush.topic, flush.partition, flush.first, flush.last)
+        files = self.lake.write_rated(flush.rated, name)
+        mark("files-written")
+        self.checkpoints.commit(flush.topic, flush.partition, flush.last)
+        mark("checkpointed")
+        return len(files)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +26,6 @@ from pipeline.errors import ReferenceStoreError
 from pipeline.rating.numbers import EventNumbers
 from pipeline.rating.rate import origin_numbers
 from pipeline.rating.reference import ReferenceData
-from pipeline.refdata.redis_store import RedisReferenceReader
 
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
@@ -89,12 +89,29 @@ def origin_tns(events: pa.Table, numbers: EventNumbers | None = None) -> I64:
     return tns[(tns >= 2_000_000_000) & (tns <= 9_999_999_999)]
 
 
+class ReferenceReader(Protocol):
+    """Where the enricher reads reference data: the Redis store
+    (:class:`~pipeline.refdata.redis_store.RedisReferenceReader`) or a fake in tests."""
+
+    def snapshot(self) -> ReferenceData:
+        """The current version's small tables (and whatever LNP it holds)."""
+        ...
+
+    def current_version(self) -> str | None:
+        """The version readers see now (None: nothing loaded)."""
+        ...
+
+    def lookup_lnp_array(self, tns: I64) -> tuple[str, pa.Array]:
+        """``(version, OCN per number, null = not ported)`` for distinct numbers."""
+        ...
+
+
 class Enricher:
     """Gives each batch the :class:`ReferenceData` it needs (see module docstring)."""
 
     def __init__(
         self,
-        reader: RedisReferenceReader,
+        reader: ReferenceReader,
         *,
         max_cached: int = 2_000_000,
         version_check_s: float = 1.0,
