@@ -67,7 +67,7 @@ from pipeline.errors import ConfigError
 from pipeline.io.lake import DEAD, INVOICES, PARTITION, RATED
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
 
-LOG = logging.getLogger("cdr_pipeline.analytics")
+LOG = logging.getLogger(__name__)
 
 Format = Literal["table", "csv", "json"]
 FORMATS: tuple[Format, ...] = ("table", "csv", "json")

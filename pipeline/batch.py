@@ -23,6 +23,7 @@ letters and the rest is rated. See ``docs/decisions.md``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import time
 from collections import deque
@@ -45,13 +46,14 @@ from pipeline.avro.schemas import encode_datum
 from pipeline.errors import ConfigError
 from pipeline.io.avro_files import count_records, file_problem, iter_event_batches, schema_of
 from pipeline.io.lake import Lake, check_cycle
-from pipeline.observability import LOG
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.cycle import close_cycle
 from pipeline.rating.rate import REQUIRED, rate_batch
 from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
+
+LOG = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import logging
 import sys
 import textwrap
 import time
@@ -20,9 +21,11 @@ from pathlib import Path
 from rich.markup import escape
 
 from pipeline.errors import ConfigError, InfrastructureError, PipelineError
-from pipeline.observability import LOG, console, setup_logging
+from pipeline.observability import console, setup_logging
 from pipeline.rating.reference import ReferenceData
 from pipeline.settings import RedisSettings, Settings
+
+LOG = logging.getLogger(__name__)
 
 DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"
 

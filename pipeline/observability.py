@@ -3,7 +3,7 @@ source range and counts; never a phone number or a secret.
 
 Two renderings of the same lines (:func:`setup_logging`):
 
-* ``kv`` (default): ``2024-05-01 12:00:00,123 INFO cdr_pipeline.run flushed
+* ``kv`` (default): ``2024-05-01 12:00:00,123 INFO pipeline.runtime.committer flushed
   topic=call-events partition=3 offsets=100-199 rated=98 dead_letters=2 files=1``;
 * ``json``: one JSON object per line with ``ts`` (UTC, ISO 8601), ``level``,
   ``logger``, ``msg`` and every ``key=value`` token of the message as a field
@@ -33,7 +33,9 @@ from pipeline.cpni import REDACTED as REDACTED  # re-exported
 from pipeline.cpni import redact
 from pipeline.errors import ConfigError
 
-LOG = logging.getLogger("cdr_pipeline")
+#: Every module logs to ``logging.getLogger(__name__)``: all sit under this root.
+ROOT_LOGGER = "pipeline"
+LOG = logging.getLogger(__name__)
 #: Progress bars, tables and summaries go to stderr so stdout stays parseable.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
@@ -53,7 +55,7 @@ class RedactPhoneNumbers(logging.Filter):
 
     Attached to the handlers :func:`setup_logging` installs (a filter on a logger sees
     only records logged on that very logger, not on its children) and to the
-    ``cdr_pipeline`` logger itself.
+    ``pipeline`` logger itself.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -107,7 +109,7 @@ def _typed(value: str) -> int | float | str:
 
 
 def setup_logging(level: str = "INFO", fmt: str = "kv", *, stream: TextIO | None = None) -> None:
-    """Log the ``cdr_pipeline`` loggers to ``stream`` (default stderr) as ``kv`` lines
+    """Log the ``pipeline`` loggers to ``stream`` (default stderr) as ``kv`` lines
     or ``json`` lines, one per decision, with phone numbers redacted. Replaces any
     handler a previous call installed. Raises :class:`ConfigError` for another ``fmt``.
     """
@@ -116,7 +118,7 @@ def setup_logging(level: str = "INFO", fmt: str = "kv", *, stream: TextIO | None
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(KV_FORMAT))
     handler.addFilter(RedactPhoneNumbers())
-    root = logging.getLogger("cdr_pipeline")
+    root = logging.getLogger(ROOT_LOGGER)
     root.handlers[:] = [handler]
     root.filters[:] = [f for f in root.filters if not isinstance(f, RedactPhoneNumbers)]
     root.addFilter(RedactPhoneNumbers())

@@ -5,6 +5,7 @@ Thin wiring of settings to adapters and the service; no rating logic here.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,6 @@ from pipeline.io.wire import (
     value_subject,
     wire_header,
 )
-from pipeline.observability import LOG
 from pipeline.refdata.redis_store import RedisReferenceReader
 from pipeline.runtime.checkpoint import CheckpointedLake
 from pipeline.runtime.enrich import Enricher
@@ -39,6 +39,8 @@ from pipeline.runtime.service import StreamingService
 from pipeline.runtime.stats import RunStats
 from pipeline.settings import KafkaSettings, Settings
 from pipeline.tariff_files import load_tariff_dir
+
+LOG = logging.getLogger(__name__)
 
 
 def resolver_for(schema_registry: SecretStr | str | None) -> SchemaResolver:

@@ -113,7 +113,7 @@ __all__ = [
     "write_events",
 ]
 
-log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
+log = logging.getLogger(__name__)
 
 
 def _open(path: Path) -> tuple[Any, bytes | mmap.mmap]:

@@ -48,7 +48,7 @@ from pipeline.io.kafka_clients import flush_or_raise
 from pipeline.io.lake import DEAD_PAYLOADS, write_bytes_durably
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 
-LOG = logging.getLogger("cdr_pipeline.dead_letters")
+LOG = logging.getLogger(__name__)
 
 #: Default of ``dead_letter.max_message_bytes`` (a quarter of librdkafka's
 #: ``message.max.bytes`` default, 1,000,000, and of Kafka's default broker limit).

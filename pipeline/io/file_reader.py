@@ -38,7 +38,7 @@ from pipeline.avro.varint import BOOL, I64
 from pipeline.rating.codes import Reason
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
 
-log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
+log = logging.getLogger(__name__)
 
 #: Largest payload of one dead letter; longer unreadable stretches are split.
 MAX_DEAD_LETTER_PAYLOAD = 64 << 20

@@ -98,7 +98,7 @@ __all__ = [
     "zigzag_varint",
 ]
 
-log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
+log = logging.getLogger(__name__)
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5

@@ -63,7 +63,7 @@ from pipeline.refdata.files import (
     read_reference_set,
 )
 
-log = logging.getLogger(f"cdr_pipeline.{__name__.removeprefix('pipeline.')}")
+log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "cdr:ref"
 SEP = "|"

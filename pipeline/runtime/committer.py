@@ -41,7 +41,7 @@ from pipeline.runtime.pausing import Pausing
 from pipeline.runtime.ports import DeadLetterSink, Flush, GroupConsumer, Hook, LakeTable
 from pipeline.runtime.stats import RunStats, StageClock
 
-LOG = logging.getLogger("cdr_pipeline.run")
+LOG = logging.getLogger(__name__)
 
 #: Writes that may wait for the writer thread before consumption pauses.
 MAX_INFLIGHT = 2

@@ -37,7 +37,7 @@ from pipeline.errors import ConfigError, ReferenceStoreError
 from pipeline.metrics import ServiceMetrics
 from pipeline.settings import RedisSettings
 
-LOG = logging.getLogger("cdr_pipeline.http")
+LOG = logging.getLogger(__name__)
 
 #: All interfaces, so that the kubelet and Prometheus reach the pod.
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104

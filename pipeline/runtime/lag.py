@@ -15,7 +15,7 @@ from pipeline.metrics import ServiceMetrics
 from pipeline.runtime.ports import GroupConsumer
 from pipeline.runtime.stats import RunStats
 
-LOG = logging.getLogger("cdr_pipeline.run")
+LOG = logging.getLogger(__name__)
 
 #: Seconds between two consumer-lag computations.
 LAG_INTERVAL_S = 1.0

@@ -44,7 +44,7 @@ from pipeline.metrics import ServiceMetrics
 from pipeline.runtime.ports import GroupConsumer
 from pipeline.runtime.stats import StageClock
 
-LOG = logging.getLogger("cdr_pipeline.run")
+LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

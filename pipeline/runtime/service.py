@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
 __all__ = ["REVOKE_DRAIN_S", "SHUTDOWN_DRAIN_S", "Hook", "RunStats", "StreamingService"]
 
-LOG = logging.getLogger("cdr_pipeline.run")
+LOG = logging.getLogger(__name__)
 
 #: How long a revocation waits for pending writes before abandoning their retries.
 REVOKE_DRAIN_S = 30.0

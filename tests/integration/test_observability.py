@@ -24,7 +24,7 @@ from pipeline.avro.schemas import load_call_event_schema
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis, embedded_redis, free_port
 from pipeline.io import kafka_clients
 from pipeline.io.wire import encode
-from pipeline.observability import setup_logging
+from pipeline.observability import ROOT_LOGGER, setup_logging
 from pipeline.runtime.health import redis_pinger
 from pipeline.settings import KafkaSettings
 from tests.integration.streaming import (
@@ -138,8 +138,8 @@ def _assert_no_phone_numbers(text: str, numbers: list[str]) -> None:
 @pytest.fixture
 def log_capture() -> Iterator[Callable[[str], io.StringIO]]:
     """``setup_logging`` at DEBUG into a buffer (format ``kv`` or ``json``); the
-    ``cdr_pipeline`` logger is restored afterwards."""
-    logger = logging.getLogger("cdr_pipeline")
+    ``pipeline`` root logger is restored afterwards."""
+    logger = logging.getLogger(ROOT_LOGGER)
     saved = (logger.handlers[:], logger.filters[:], logger.level, logger.propagate)
 
     def capture(fmt: str) -> io.StringIO:
@@ -236,7 +236,7 @@ def test_metrics_count_what_the_service_did(
 
     text = logs.getvalue()
     flushed = re.findall(
-        rf"cdr_pipeline\.run flushed topic={re.escape(topic)} partition=(\d+) "
+        rf"pipeline\.runtime\.committer flushed topic={re.escape(topic)} partition=(\d+) "
         r"offsets=(\d+)-(\d+) rated=(\d+) dead_letters=(\d+) files=(\d+) seconds=[0-9.]+$",
         text,
         re.MULTILINE,
@@ -274,7 +274,7 @@ def test_healthz_fails_while_the_loop_is_stuck_and_json_logs(
     def hook(point: str, info: dict[str, Any]) -> None:
         if point == "flush:start" and not stuck.is_set():
             stuck.set()
-            logging.getLogger("cdr_pipeline.run").warning(
+            logging.getLogger("pipeline.runtime.committer").warning(
                 "careless line calling=%s partition=%d", numbers[0], info["partition"]
             )
             release.wait(30)

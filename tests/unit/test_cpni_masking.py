@@ -309,7 +309,7 @@ def log_stream() -> Iterator[io.StringIO]:
 
 def test_log_filter_redacts_wide_numbers(log_stream: io.StringIO) -> None:
     """RedactPhoneNumbers (the handler filter) on messages, arguments and tracebacks."""
-    log = logging.getLogger("cdr_pipeline.test")
+    log = logging.getLogger("pipeline.test")
     hostile = ["+1 212 555 0100", "+" + render("12125550101", "\uff10"), "5550102"]
     for number in hostile:
         log.warning("careless calling=%s", number)
@@ -331,7 +331,7 @@ def test_log_filter_json_format_redacts_too() -> None:
     stream = io.StringIO()
     setup_logging("INFO", "json", stream=stream)
     try:
-        logging.getLogger("cdr_pipeline.test").info("careless calling=%s", "+1 212 555 0100")
+        logging.getLogger("pipeline.test").info("careless calling=%s", "+1 212 555 0100")
     finally:
         setup_logging("INFO", "kv")
     assert '"calling": "<number>"' in stream.getvalue()

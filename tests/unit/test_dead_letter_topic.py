@@ -313,7 +313,7 @@ def test_broker_limit_below_the_cap_drops_the_prefix(
     without phone numbers."""
     payload = b"+12125550100 " * 10_000  # 130 kB carried whole under the default cap
     fake = FakeProducer(broker_limit=20_000)
-    with caplog.at_level(logging.WARNING, logger="cdr_pipeline.dead_letters"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.io.dead_letter_topic"):
         assert _producer(fake, tmp_path).send(_table(row(payload))) == 1
     ((_key, value),) = fake.delivered
     back = dlt.decode(value)

@@ -65,3 +65,21 @@ def test_avro_codec_sits_below_the_adapters(module: Path) -> None:
         if any(name == f or name.startswith(f + ".") for f in forbidden)
     )
     assert bad == [], f"{module.name} imports {bad}"
+
+
+def test_loggers_are_named_by_module_under_one_root() -> None:
+    """Every module logs through ``logging.getLogger(__name__)`` (root ``pipeline``,
+    configured once by :func:`pipeline.observability.setup_logging`)."""
+    odd = []
+    for module in PIPELINE.rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "getLogger"
+            ):
+                arg = node.args[0] if node.args else None
+                named = isinstance(arg, ast.Name) and arg.id in ("__name__", "ROOT_LOGGER")
+                if not named:
+                    odd.append(f"{module.relative_to(PIPELINE)}:{node.lineno}")
+    assert odd == []

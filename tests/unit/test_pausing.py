@@ -26,7 +26,7 @@ def _pausing() -> tuple[Pausing, FakeConsumer, ServiceMetrics]:
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "cdr_pipeline.run"]
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.runtime.pausing"]
 
 
 def test_backoff_doubles_up_to_its_limit() -> None:
@@ -54,7 +54,7 @@ def test_retry_pauses_names_each_cause_and_resumes_once(
     """Issue 11 #2: Redis fails twice, then the schema registry once: one pause of the
     assignment, each cause logged when it starts, the resume naming the cause that
     ended it with its duration and the whole pause's."""
-    caplog.set_level(logging.INFO, logger="cdr_pipeline")
+    caplog.set_level(logging.INFO, logger="pipeline")
     pausing, consumer, metrics = _pausing()
     errors: list[InfrastructureError] = [
         ReferenceStoreError("redis unreachable"),
@@ -102,7 +102,7 @@ def test_retry_gives_up_when_stopping() -> None:
 def test_writer_retry_never_touches_the_consumer_and_clears_on_abandon(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="cdr_pipeline")
+    caplog.set_level(logging.INFO, logger="pipeline")
     pausing, consumer, metrics = _pausing()
     abort = threading.Event()
     attempts: list[str | None] = []

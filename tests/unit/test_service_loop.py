@@ -217,8 +217,8 @@ def assert_each_offset_once(rig: Rig, stats: RunStats, root: Path | None = None)
 @pytest.fixture
 def run_log(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     """The messages the service logged so far (DEBUG and up)."""
-    caplog.set_level(logging.DEBUG, logger="cdr_pipeline")
-    return lambda: [r.getMessage() for r in caplog.records if r.name.startswith("cdr_pipeline")]
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+    return lambda: [r.getMessage() for r in caplog.records if r.name.startswith("pipeline.")]
 
 
 # ----------------------------------------------------------------------------- tests
