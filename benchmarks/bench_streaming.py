@@ -18,7 +18,7 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
    table read once from its Arrow copy in Redis (a prototype; pipeline code unchanged).
 5. **latency** -- a fresh service child consumes a second topic while this process
    produces ``--latency-events`` at ``--latency-rate`` events/s; event-to-lake latency
-   p50/p99 (Kafka CreateTime to file and checkpoint durable).
+   p50/p99 (Kafka CreateTime to the Delta commit holding the rows and the offset).
 6. **baseline** -- :func:`benchmarks.baseline.run_baseline_consumer` (fastavro per
    message, per-record Python rating, one Redis HGET per origin, Parquet from dicts)
    on the first ``--baseline-events`` of the same topic; its rows are then compared
@@ -312,7 +312,7 @@ def service_child(config: dict[str, Any], out: Any) -> None:
     timer = StageTimer()
 
     def hook(point: str, info: dict[str, Any]) -> None:
-        if point == "flush:checkpointed":
+        if point == "flush:committed":
             out.put(("progress", int(info["last"]) - int(info["first"]) + 1))
 
     # Stage timing by wrapping, in this child only (pipeline code is not changed).
@@ -329,9 +329,8 @@ def service_child(config: dict[str, Any], out: Any) -> None:
     else:
         service.enricher.for_numbers = timer.wrap("enrich", service.enricher.for_numbers)  # type: ignore[method-assign]
     for target, name, stage in (
-        (service.lake, "write_rated", "write_parquet"),
+        (service.lake, "commit_partition", "lake_commit"),
         (service.dead_letters, "send", "dead_letters"),
-        (service.checkpoints, "commit", "checkpoint"),
         (service, "_stage", "stage"),  # poll fields, hand-off to the decode thread
         (service, "_prepared", "wait_prepare"),  # waiting for the decode and lookup threads
         (service, "_complete", "complete_total"),
@@ -597,7 +596,7 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
     stages = r["stage_seconds"]
     consumed = r["consumed"]
     writer_thread = "write_total" in stages
-    flush_parts = ("write_parquet", "dead_letters", "checkpoint")
+    flush_parts = ("lake_commit", "dead_letters")
     main: dict[str, float] = {
         "consume (poll, in span)": r["consume_seconds_in_span"],
         "poll fields, hand-off": stages.get("stage", 0.0),
@@ -619,8 +618,7 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
         main["flush: wait for the writer"] = stages.get("backpressure", 0.0)
         writer = {
             "writer: dead-letter produce": stages.get("dead_letters", 0.0),
-            "writer: write parquet": stages.get("write_parquet", 0.0),
-            "writer: checkpoint (fsync)": stages.get("checkpoint", 0.0),
+            "writer: Delta commit (rows + offset)": stages.get("lake_commit", 0.0),
             "writer: other (stats, metrics)": stages.get("write_total", 0.0)
             - sum(stages.get(k, 0.0) for k in flush_parts),
         }
@@ -628,8 +626,7 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
         main.update(
             {
                 "dead-letter produce": stages.get("dead_letters", 0.0),
-                "write parquet": stages.get("write_parquet", 0.0),
-                "checkpoint (fsync)": stages.get("checkpoint", 0.0),
+                "Delta commit (rows + offset)": stages.get("lake_commit", 0.0),
                 "kafka commit": stages.get("kafka_commit", 0.0),
                 "flush other (concat)": stages.get("flush_total", 0.0)
                 - sum(stages.get(k, 0.0) for k in (*flush_parts, "kafka_commit")),
@@ -917,8 +914,8 @@ def prototype_phase(
     import pyarrow.compute as pc
     import redis
 
-    from pipeline.io.lake import Lake
     from pipeline.io.wire import KafkaSources, ShippedSchemas, decode_batch
+    from pipeline.lake.lake import Lake
     from pipeline.rating.rate import origin_numbers, rate_batch
     from pipeline.refdata.redis_store import RedisReferenceReader, read_reference_from_redis
     from pipeline.runtime.enrich import Enricher
@@ -985,8 +982,8 @@ def prototype_phase(
             raise RuntimeError("rating with the full LNP table differs")
 
     lake = Lake(workdir / "lake-prototypes")
-    for i, result in enumerate(rated):
-        clock("write_parquet", lake.write_rated, result.rated, f"seq-{i:05d}")
+    for result in rated:
+        clock("write_parquet", lake.write_rated, result.rated)
 
     # The baseline's per-record rating alone (LNP in a dict, no Kafka/Redis/Parquet):
     # the pure compute ratio of the vectorized core over plain Python.
@@ -1004,7 +1001,7 @@ def prototype_phase(
     def as_is() -> None:
         for ev in decoded:
             r = rate_batch(ev, enricher.for_batch(ev), book)
-            lake.write_rated(r.rated, "as-is")
+            lake.write_rated(r.rated)
 
     def improved() -> None:
         with ThreadPoolExecutor(1) as pool:
@@ -1013,7 +1010,7 @@ def prototype_phase(
                 r = rate_batch(ev, full, book)
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(lake.write_rated, r.rated, "improved")
+                pending = pool.submit(lake.write_rated, r.rated)
             if pending is not None:
                 pending.result()
 
@@ -1036,7 +1033,7 @@ def prototype_phase(
         {"name": "rate_batch with full LNP", "us_per_event": per["rate_full_lnp"], "note": "identical output (checked)"},
         {"name": "baseline rate_event per record", "us_per_event": per["baseline_rate_event"],
          "note": f"plain Python, LNP in a dict, no I/O: {per['baseline_rate_event'] / per['rate']:.1f}x rate_batch"},
-        {"name": "write parquet (Lake.write_rated)", "us_per_event": per["write_parquet"], "note": "zstd, fsync, rename"},
+        {"name": "Delta append (Lake.write_rated)", "us_per_event": per["write_parquet"], "note": "zstd, one commit"},
         {"name": "enrich+rate+Parquet, one thread", "us_per_event": per["pipeline_as_is"] + dec,
          "note": f"+ extract + decode, no consume: {1e6 / (per['pipeline_as_is'] + dec):,.0f} CDR/s"},
         {"name": "(B) + Parquet on a 2nd thread (D)", "us_per_event": per["pipeline_improved"] + dec,

@@ -8,13 +8,16 @@ submission order, overlapping the next batch's rating), in this order:
 1. its dead letters are produced and acknowledged by Kafka (each capped at
    ``dead_letter.max_message_bytes``; a payload too big for that is first written
    whole to ``LAKE/dead_letter_payloads/``, see :mod:`pipeline.io.dead_letter_topic`);
-2. its rated records are written as Parquet parts named by topic, partition and
-   offset range (temporary name, fsync, rename);
-3. the lake checkpoint records the range's last offset (:mod:`.checkpoint`);
-4. back on the main thread, the Kafka offset ``last + 1`` is committed.
+2. its rated records and the range's last offset are committed to the lake's
+   ``rated_calls`` table in ONE Delta commit (:meth:`Lake.commit_partition`: the
+   offset is the application transaction ``<topic>+<partition>``);
+3. back on the main thread, the Kafka offset ``last + 1`` is committed.
 
 On assignment a partition resumes after the last offset the lake holds; on
-revocation its buffer is flushed first. Infrastructure failures (Redis, Kafka, the
+revocation its buffer is flushed first. A commit the lake refuses because another
+member committed that partition since (:class:`FencedError`: this member was paused
+past its session and the partition moved) is dropped, never retried; if the
+partition is still assigned here, every partition is re-read from the lake. Infrastructure failures (Redis, Kafka, the
 lake) pause consumption and retry; they never turn data into dead letters. A dead
 letter Kafka does not acknowledge is such a failure (retried, never a crash).
 
@@ -43,12 +46,19 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
-from pipeline.errors import InfrastructureError, ReferenceStoreError
+from pipeline.errors import FencedError, InfrastructureError, ReferenceStoreError
 from pipeline.io.dead_letter_topic import DeadLetterProducer
-from pipeline.io.lake import Lake
 from pipeline.io.wire import KafkaSources, SchemaResolver, decode_batch
+from pipeline.lake.lake import Lake
 from pipeline.metrics import ServiceMetrics
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
@@ -57,7 +67,6 @@ from pipeline.rating.rate import rate_batch
 from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
 from pipeline.runtime.buffer import PartitionBuffer
-from pipeline.runtime.checkpoint import Checkpoints, part_name
 from pipeline.runtime.enrich import Enricher, origin_tns
 from pipeline.settings import Settings
 
@@ -208,20 +217,24 @@ class StreamingService:
         self.enricher = enricher
         self.tariffs = tariffs
         self.resolver = resolver
-        self.lake = Lake(settings.output)
-        self.checkpoints = Checkpoints(self.lake)
+        self.lake = Lake(settings.output, settings.lake)
+        # partition -> the offset the lake holds for it, as this member last saw or
+        # committed it (what the next commit expects; see Lake.commit_partition)
+        self._lake_offsets: dict[int, int | None] = {}
+        self._fenced: set[int] = set()  # partitions whose commit was refused (writer thread)
+        self._resyncing = False
         self.buffers: dict[int, PartitionBuffer] = {}
         self.stats = RunStats()
         self.stopping = threading.Event()
         self.generation = 0  # bumped on every assignment change
         self.assigned = False
-        self.hook = hook  # test seam: called at named points ("flush:before-checkpoint", ...)
+        self.hook = hook  # test seam: called at named points ("flush:committed", ...)
         self.metrics = metrics if metrics is not None else ServiceMetrics()
         self.metrics.watch_cache(enricher)
         self._loop_tick = time.monotonic()  # liveness: the loop's last turn
         self.paused_on: str | None = None  # the dependency consumption is paused on
         # Flushes run on one writer thread, in submission order (so a partition's
-        # checkpoints advance in order); at most MAX_INFLIGHT wait, then consumption
+        # lake offsets advance in order); at most MAX_INFLIGHT wait, then consumption
         # pauses (backpressure). Kafka commits stay on this thread.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         # The batch just polled is decoded on one thread, and its LNP looked up in Redis
@@ -250,9 +263,10 @@ class StreamingService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.generation += 1
         for tp in partitions:
-            resume = self.checkpoints.recover(tp.topic, tp.partition)
+            resume = self.lake.resume_offset(tp.topic, tp.partition)
             if resume is not None:
                 tp.offset = resume
+            self._lake_offsets[tp.partition] = None if resume is None else resume - 1
             self.buffers[tp.partition] = PartitionBuffer(tp.topic, tp.partition)
             self._start_offsets[tp.partition] = tp.offset
         consumer.assign(partitions)
@@ -265,13 +279,14 @@ class StreamingService:
             buffer = self.buffers.pop(tp.partition, None)
             if buffer is not None and not buffer.empty:
                 self._submit(buffer)
-        # The next owner must find every range we wrote checkpointed, and no write of
+        # The next owner must find every range we wrote committed, and no write of
         # ours may land after it starts: wait for the writer (abandoning retries).
         self._drain(REVOKE_DRAIN_S)
         consumer.unassign()
         self.assigned = False
         for tp in partitions:
             self._start_offsets.pop(tp.partition, None)
+            self._lake_offsets.pop(tp.partition, None)
             self.stats.lag.pop(tp.partition, None)
         self.metrics.forget_partitions(self.settings.topic, [tp.partition for tp in partitions])
         LOG.info("revoked partitions=%s", [tp.partition for tp in partitions])
@@ -580,12 +595,16 @@ class StreamingService:
     ) -> tuple[str, int, int] | None:
         """Writer thread: :meth:`_write` until it succeeds, retrying infrastructure
         errors with backoff; ``None`` if abandoned (revocation or shutdown), in which
-        case nothing of the range is checkpointed and its next owner re-reads it."""
+        case nothing of the range is committed and its next owner re-reads it."""
         delay, warned = 0.2, False
         while not self._abort.is_set():
             self._writer_busy_since = time.monotonic()
             try:
                 self._write(topic, partition, rated, dead, first, last, stamps)
+            except FencedError as exc:
+                LOG.warning("dropping a flush another member owns now: %s", exc)
+                self._fenced.add(partition)
+                return None
             except InfrastructureError as exc:
                 if not warned:
                     LOG.warning(
@@ -608,7 +627,7 @@ class StreamingService:
 
     def _reap(self) -> None:
         """Main thread: collect finished writes in order and commit their offsets to
-        Kafka (for lag; the lake checkpoint is the source of truth). A write that
+        Kafka (for lag; the lake commit is the source of truth). A write that
         failed with a bug re-raises here."""
         while self._inflight and self._inflight[0].done():
             done = self._inflight.popleft().result()
@@ -621,6 +640,25 @@ class StreamingService:
                 )
             except KafkaException as exc:
                 LOG.warning("kafka offset commit failed partition=%d: %s", partition, exc)
+        if self._fenced and not self._resyncing:
+            fenced, self._fenced = self._fenced, set()
+            if fenced & set(self.buffers):
+                self._resync()
+
+    def _resync(self) -> None:
+        """Main thread: a commit of a partition still assigned here was fenced (a paused
+        member committed it after this one was assigned it): re-read every assigned
+        partition from the offsets the lake holds, as on a new assignment."""
+        LOG.warning("lake offsets moved under this member: re-reading partitions from the lake")
+        self._resyncing = True
+        try:
+            partitions = self.consumer.assignment()
+            self._on_revoke(self.consumer, partitions)
+            for tp in partitions:
+                tp.offset = OFFSET_INVALID  # the Kafka commit, unless the lake holds one
+            self._on_assign(self.consumer, partitions)
+        finally:
+            self._resyncing = False
 
     def _backpressure(self) -> None:
         """Too many writes waiting: pause consumption (serving group callbacks) until
@@ -668,10 +706,10 @@ class StreamingService:
         self._hook("flush:start", partition=p, first=first, last=last)
         self.dead_letters.send(dead)
         self._hook("flush:dead-letters-acked", partition=p, first=first, last=last)
-        files = self.lake.write_rated(rated, part_name(topic, p, first, last))
-        self._hook("flush:files-written", partition=p, first=first, last=last)
-        self.checkpoints.commit(topic, p, last)
-        self._hook("flush:checkpointed", partition=p, first=first, last=last)
+        self.lake.commit_partition(topic, p, rated, first, last, expected=self._lake_offsets.get(p))
+        self._lake_offsets[p] = last
+        files = 1
+        self._hook("flush:committed", partition=p, first=first, last=last)
         now_ms = int(time.time() * 1000)
         latencies_ms = now_ms - stamps
         seconds = time.perf_counter() - started
@@ -682,7 +720,7 @@ class StreamingService:
             last=last,
             rated=rated.num_rows,
             dead_reasons=dead.column("reason"),
-            files=len(files),
+            files=files,
             seconds=seconds,
             event_to_lake_s=latencies_ms / 1000.0,
         )
@@ -690,7 +728,7 @@ class StreamingService:
         self.stats.dead_letters += dead.num_rows
         for reason, count in by_reason.items():
             self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + count
-        self.stats.files += len(files)
+        self.stats.files += files
         self.stats.flushes += 1
         self.stats.last_flush_at = time.monotonic()
         self.stats.durable_offsets[p] = last
@@ -702,7 +740,7 @@ class StreamingService:
             last,
             rated.num_rows,
             dead.num_rows,
-            len(files),
+            files,
             seconds,
         )
 

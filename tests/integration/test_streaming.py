@@ -16,9 +16,9 @@ import pytest
 from pipeline.batch import rate_files
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis, embedded_redis
 from pipeline.generate import write_generated
-from pipeline.io.lake import Lake
 from pipeline.io.schemas import load_call_event_schema
 from pipeline.io.wire import encode, wire_header
+from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
 from pipeline.settings import KafkaSettings
 from pipeline.streaming import produce_files
