@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -144,15 +145,30 @@ def input_file_problem(path: Path) -> str | None:
     return None
 
 
-def _write(lake: Lake, rated: pa.Table, dead: pa.Table, marks: dict[str, list[Transaction]]) -> int:
-    """Commit the chunk to the tables named in ``marks`` (with their application
-    transactions); a table gets no commit for no rows. Returns the commits made."""
-    commits = 0
-    for name, rows in ((RATED, rated), (DEAD, dead)):
-        if name in marks and rows.num_rows:
-            lake.append(name, rows, marks[name])
-            commits += 1
-    return commits
+class _Committer:
+    """Commits chunks in order on the writer thread; after a failed commit it commits
+    nothing more (the application versions count chunks, so a later chunk committed
+    after a missing one would make a re-run skip the missing one)."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.failed = threading.Event()
+
+    def commit(self, rated: pa.Table, dead: pa.Table, marks: dict[str, list[Transaction]]) -> int:
+        """Commit the chunk to the tables named in ``marks`` (with their application
+        transactions); a table gets no commit for no rows. Returns the commits made."""
+        if self.failed.is_set():
+            return 0
+        commits = 0
+        try:
+            for name, rows in ((RATED, rated), (DEAD, dead)):
+                if name in marks and rows.num_rows:
+                    self.lake.append(name, rows, marks[name])
+                    commits += 1
+        except BaseException:
+            self.failed.set()
+            raise
+        return commits
 
 
 def rate_files(
@@ -180,6 +196,7 @@ def rate_files(
     stats = RateStats()
     started = time.perf_counter()
     pending: deque[Future[int]] = deque()
+    committer = _Committer(lake)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer") as writer:
         for path in files:
             try:
@@ -214,7 +231,7 @@ def rate_files(
                 marks = {
                     name: [Transaction(app, chunk), Transaction(size_app, size)] for name in todo
                 }
-                pending.append(writer.submit(_write, lake, result.rated, dead, marks))
+                pending.append(writer.submit(committer.commit, result.rated, dead, marks))
                 while len(pending) > 2:
                     stats.commits += pending.popleft().result()
                 stats.events += n
