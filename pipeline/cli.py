@@ -360,6 +360,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lake_convert(args: argparse.Namespace) -> int:
+    from pipeline.lake.convert import convert_lake
+
+    converted = convert_lake(_lake(args, args.lake, "LAKE"))
+    for name, files in converted.items():
+        console.print(f"converted {name}: a Delta table of {files:,} data files")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -489,6 +498,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-when-idle", type=float, metavar="SECONDS")
     p.add_argument("--metrics-port", type=int)
     p.set_defaults(func=cmd_run)
+
+    lake_cmds = sub.add_parser("lake", help="lake maintenance").add_subparsers(
+        dest="lake_command", required=True
+    )
+    p = lake_cmds.add_parser(
+        "convert",
+        help="turn a lake of the old plain-Parquet layout into Delta tables, in place",
+        description=(
+            "Adds a Delta log to each table folder of a lake written by an earlier version "
+            "(no data file is rewritten); streaming checkpoints become the tables' "
+            "application transactions. Local lakes only."
+        ),
+    )
+    p.add_argument("lake", help="the lake directory")
+    p.set_defaults(func=cmd_lake_convert)
 
     dl = sub.add_parser("dead-letters", help="dead-letter topic: export, replay").add_subparsers(
         dest="dl_command", required=True

@@ -101,7 +101,7 @@ class Lake:
         return self.location.child(name)
 
     # ------------------------------------------------------------- tables
-    def _legacy(self, name: str) -> bool:
+    def legacy_layout(self, name: str) -> bool:
         """True if ``LAKE/<name>`` holds files but no Delta log (the plain-Parquet
         layout of earlier versions)."""
         fs = self.storage.filesystem
@@ -118,7 +118,7 @@ class Lake:
         return any(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in found)
 
     def _refuse_legacy(self, name: str) -> None:
-        if self._legacy(name):
+        if self.legacy_layout(name):
             raise ConfigError(
                 f"{self.table_uri(name)} holds Parquet files but no Delta log: a lake of the "
                 "plain-Parquet layout of earlier versions. Convert it once with "

@@ -389,3 +389,49 @@ def test_duckdb_polars_and_pyarrow_read_the_same_table(avro: Path, tmp_path: Pat
     dtype = frame.schema["total_charge"]
     assert (dtype.precision, dtype.scale) == (18, 6)  # type: ignore[attr-defined]
     assert DeltaTable(uri).to_pyarrow_table(columns=["call_id"]).num_rows == n
+
+
+# ----------------------------------------------------------------------------- convert
+def test_an_old_layout_lake_is_converted_in_place(
+    avro: Path, tmp_path: Path, template: pa.Table, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lake convert``: the old files become Delta tables (same rows), the streaming
+    checkpoint becomes the partition's offset, an orphan part beyond it is dropped."""
+    import json
+
+    from pipeline.cli import main
+
+    new = Lake(tmp_path / "new")
+    rate_files([avro], new, REF, TARIFFS)
+    old = tmp_path / "old"
+    for cycle in new.cycles():  # the old writer's layout, from the same rows
+        folder = old / RATED / f"billing_cycle={cycle}"
+        folder.mkdir(parents=True)
+        pq.write_table(
+            new.read_rated(cycle).drop_columns(["billing_cycle"]), folder / "batch-x.parquet"
+        )
+    (old / DEAD).mkdir()
+    pq.write_table(new.read_dead_letters(), old / DEAD / "batch-x.parquet")
+    cycle = new.cycles()[0]
+    part = _rows(2, 0, template).drop_columns(["billing_cycle"])
+    stream = old / RATED / f"billing_cycle={cycle}"
+    pq.write_table(part, stream / f"calls+00000+{0:020d}+{9:020d}.parquet")
+    pq.write_table(part, stream / f"calls+00000+{10:020d}+{19:020d}.parquet")  # orphan
+    (stream / ".tmp-part.parquet.tmp").write_bytes(b"half")
+    (old / "_checkpoints").mkdir()
+    (old / "_checkpoints" / "calls+00000.json").write_text(
+        json.dumps({"topic": "calls", "partition": 0, "last_offset": 9})
+    )
+    with pytest.raises(ConfigError, match="lake convert"):
+        Lake(old).require_existing()
+    assert main(["lake", "convert", str(old)]) == 0
+    printed = capsys.readouterr()
+    assert "converted rated_calls" in printed.out + printed.err
+    lake = Lake(old).require_existing()
+    assert lake.resume_offset("calls", 0) == 10
+    assert not (old / "_checkpoints").exists()
+    got = _rated(lake)
+    assert got.num_rows == _rated(new).num_rows + 2
+    assert lake.read_dead_letters().num_rows == new.read_dead_letters().num_rows
+    lake.commit_partition("calls", 0, _rows(1, 10, template), 10, 10, expected=9)  # appends work
+    assert main(["lake", "convert", str(old)]) == 2  # nothing left to convert
