@@ -48,6 +48,13 @@ environment variable                     file in ``CDR_SECRETS_DIR``          me
 ``CDR_SCHEMA_REGISTRY`` *                ``schema_registry``                  ``http(s)://host[:port]``; may
                                                                               hold ``user:password@``
                                                                               (HTTP basic auth)
+``CDR_LAKE__S3_ENDPOINT``               ``lake__s3_endpoint``                S3-compatible store URL
+                                                                              (else ``AWS_ENDPOINT_URL``)
+``CDR_LAKE__S3_REGION``                 ``lake__s3_region``                  (else ``AWS_REGION``)
+``CDR_LAKE__S3_ACCESS_KEY_ID``          ``lake__s3_access_key_id``           (else ``AWS_ACCESS_KEY_ID``)
+``CDR_LAKE__S3_SECRET_ACCESS_KEY`` *    ``lake__s3_secret_access_key``       (else ``AWS_SECRET_ACCESS_KEY``)
+``CDR_LAKE__S3_SESSION_TOKEN`` *        ``lake__s3_session_token``           (else ``AWS_SESSION_TOKEN``)
+``CDR_LAKE__S3_ALLOW_HTTP``             ``lake__s3_allow_http``              allow an ``http://`` endpoint
 =======================================  ===================================  =================================
 
 Combinations are checked when the settings are built, so a bad one refuses to start
