@@ -529,7 +529,7 @@ def run_baseline_consumer(
     import redis
     from confluent_kafka import Consumer
 
-    from pipeline.io.schemas import SCHEMAS_DIR
+    from pipeline.avro.schemas import SCHEMAS_DIR
     from pipeline.tariff_files import load_tariff_dir
 
     stats = BaselineStats(started=time.monotonic())

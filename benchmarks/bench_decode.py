@@ -17,13 +17,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
-from pipeline.io.wire import (
-    CALL_EVENT_SCHEMA_ID,
-    KafkaSources,
-    ShippedSchemas,
-    decode_batch,
-    encode_table,
-)
+from pipeline.io.registry import CALL_EVENT_SCHEMA_ID, ShippedSchemas
+from pipeline.io.wire import KafkaSources, decode_batch, encode_table
 from pipeline.rating.columns import CALL_EVENT_FIELDS
 
 _NPAS = np.array([907, 212, 415, 808, 787, 340, 671, 312, 713, 305, 617, 206, 604, 416, 876])

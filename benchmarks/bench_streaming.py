@@ -687,7 +687,8 @@ def service_phase(
 
 def _encoded_events(env: Env, n: int, seed: int) -> tuple[list[bytes], list[bytes]]:
     from pipeline.generate import generate_events
-    from pipeline.io.wire import CALL_EVENT_SCHEMA_ID, encode_table
+    from pipeline.io.registry import CALL_EVENT_SCHEMA_ID
+    from pipeline.io.wire import encode_table
 
     events = generate_events(n, seed=seed, refdata_dir=env.refdata)
     values = encode_table(events, CALL_EVENT_SCHEMA_ID)
@@ -914,7 +915,8 @@ def prototype_phase(
     import pyarrow.compute as pc
     import redis
 
-    from pipeline.io.wire import KafkaSources, ShippedSchemas, decode_batch
+    from pipeline.io.registry import ShippedSchemas
+    from pipeline.io.wire import KafkaSources, decode_batch
     from pipeline.lake.lake import Lake
     from pipeline.rating.rate import origin_numbers, rate_batch
     from pipeline.refdata.redis_store import RedisReferenceReader, read_reference_from_redis

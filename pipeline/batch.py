@@ -46,9 +46,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import Transaction
 
+from pipeline.avro.schemas import encode_datum
 from pipeline.errors import ConfigError
 from pipeline.io.avro_files import count_records, file_problem, iter_event_batches, schema_of
-from pipeline.io.schemas import encode_datum
 from pipeline.lake.lake import Lake
 from pipeline.lake.tables import DEAD, RATED, check_cycle
 from pipeline.observability import LOG

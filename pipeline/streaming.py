@@ -63,7 +63,7 @@ def produce_files(
     """Publish the events of Avro container files in the Confluent wire format
     (key = call_id). Events that do not fit the schema are skipped with a count in
     the log (they are not call events this pipeline can carry)."""
-    from pipeline.io.schemas import load_call_event_json, load_call_event_schema
+    from pipeline.avro.schemas import load_call_event_json, load_call_event_schema
 
     kafka_clients.ensure_topic(kafka, topic, partitions)
     resolver = resolver_for(schema_registry)

@@ -45,9 +45,9 @@ import yaml
 from pydantic import BaseModel, SecretStr
 
 import pipeline
+from pipeline.avro.schemas import SCHEMAS_DIR
 from pipeline.cli import build_parser
 from pipeline.errors import ConfigError
-from pipeline.io.schemas import SCHEMAS_DIR
 from pipeline.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]

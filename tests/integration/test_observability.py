@@ -20,9 +20,9 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.avro.schemas import load_call_event_schema
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis, embedded_redis, free_port
 from pipeline.io import kafka_clients
-from pipeline.io.schemas import load_call_event_schema
 from pipeline.io.wire import encode
 from pipeline.observability import setup_logging
 from pipeline.runtime.health import redis_pinger

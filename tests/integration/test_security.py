@@ -35,7 +35,9 @@ from confluent_kafka.admin import AdminClient
 from pipeline.cli import main
 from pipeline.embedded import EmbeddedKafka, free_port, wait_for_port
 from pipeline.errors import BrokerError, ReferenceStoreError
+from pipeline.generate import write_generated
 from pipeline.io import kafka_clients
+from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, directory_version, read_reference_tables
 from pipeline.refdata.redis_store import RedisReferenceReader, load_to_redis
 from pipeline.settings import Settings, load_settings
@@ -308,6 +310,11 @@ def test_cli_wrong_password_exits_non_zero_without_the_secret(
     assert_no_secret(out, err)
 
 
+def read_rated_cycles(lake: Path) -> list[str]:
+    """The billing cycles the lake holds rated calls for."""
+    return Lake(lake).cycles()
+
+
 def test_cli_batch_commands_read_reference_data_over_tls(
     tls_redis: TlsRedis,
     namespace: str,
@@ -315,7 +322,8 @@ def test_cli_batch_commands_read_reference_data_over_tls(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``close-cycle --redis`` (batch) uses the same settings: password and CA from env."""
+    """``rate --redis`` and ``close-cycle --redis`` (batch) use the same settings:
+    password and CA from env."""
     set_env(monkeypatch, password=PASSWORD, ssl_ca_certs=tls_redis.ca, namespace=namespace)
     load_to_redis(
         load_settings(redis={"url": tls_redis.url}).redis.client(),
@@ -323,11 +331,14 @@ def test_cli_batch_commands_read_reference_data_over_tls(
         namespace=namespace,
     )
     lake = tmp_path / "lake"
-    lake.mkdir()
-    argv = ["close-cycle", "--redis", tls_redis.url, "--lake", str(lake), "--cycle", "2026-11"]
+    events = tmp_path / "events.avro"
+    write_generated(events, 500, seed=7, refdata_dir=SAMPLE_REFDATA_DIR)
+    assert main(["rate", "--redis", tls_redis.url, "--output", str(lake), str(events)]) == 0
+    cycle = read_rated_cycles(lake)[0]
+    argv = ["close-cycle", "--redis", tls_redis.url, "--lake", str(lake), "--cycle", cycle]
     assert main(argv) == 0
     out, err = capsys.readouterr()
-    assert "0 invoice lines" in out + err
+    assert " invoice lines -> " in out + err
     assert_no_secret(out, err)
 
 

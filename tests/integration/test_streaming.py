@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from pipeline.avro.schemas import load_call_event_schema
 from pipeline.batch import rate_files
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis, embedded_redis
 from pipeline.generate import write_generated
-from pipeline.io.schemas import load_call_event_schema
 from pipeline.io.wire import encode, wire_header
 from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
@@ -34,6 +34,7 @@ from tests.integration.streaming import (
     unique,
 )
 from tests.unit.events import event
+from tests.unit.test_avro_parity import CASES as PARITY_CASES
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,8 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
     kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     """R1 / issue 3: random bytes, truncated datums, unknown schema id, wrong magic byte
-    and valid Avro with invalid values each become one dead letter with a reason code,
+    and valid Avro with invalid values (and the bad datums of the batch/streaming parity
+    test) each become one dead letter with a reason code,
     good messages around them are rated, and consumed == rated + dead-lettered."""
     load_sample_refdata(redis_server.url)
     topic = unique("malformed")
@@ -135,6 +137,12 @@ def test_malformed_messages_are_dead_lettered_and_service_keeps_running(
             ),
         ),
     ]
+    # The datums of the batch/streaming parity test (tests/unit/test_avro_parity.py)
+    # that the shipped schema can carry: the same reasons through the real broker.
+    for name, (datum, reason) in PARITY_CASES.items():
+        if reason != "RATED" and name != "unknown enum symbol":
+            bad.append((name.encode(), wire_header(1) + datum))
+            expected[name.encode()] = str(reason)
     messages: list[tuple[bytes | None, bytes | None]] = [
         (str(e["call_id"]).encode(), encode(e, 1, schema)) for e in good
     ]

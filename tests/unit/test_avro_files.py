@@ -17,8 +17,15 @@ import fastavro
 import pyarrow as pa
 import pytest
 
+from pipeline.avro.container import parse_header
+from pipeline.avro.schemas import (
+    decode_datum,
+    encode_datum,
+    load_call_event_json,
+    load_call_event_schema,
+)
 from pipeline.errors import DataError
-from pipeline.io import avro_files
+from pipeline.io import file_reader
 from pipeline.io.avro_files import (
     EventBatch,
     EventFileWriter,
@@ -29,15 +36,15 @@ from pipeline.io.avro_files import (
     schema_of,
     write_events,
 )
-from pipeline.io.schemas import (
-    decode_datum,
-    encode_datum,
-    load_call_event_json,
-    load_call_event_schema,
-)
+from pipeline.rating.codes import Reason
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
+from pipeline.rating.rate import rate_batch
+from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
+from pipeline.tariff_files import DEFAULT_TARIFFS_DIR, load_tariff_dir
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+REF = load_reference_dir(SAMPLE_REFDATA_DIR)
+TARIFFS = load_tariff_dir(DEFAULT_TARIFFS_DIR)
 CALL_FIELDS = [f["name"] for f in load_call_event_json()["fields"]]
 
 
@@ -99,7 +106,7 @@ def block_offsets(path: Path) -> list[tuple[int, int, int]]:
     """(start, end, count) of each block, as the file frames them."""
     data = path.read_bytes()
     out = []
-    pos = avro_files._parse_header(data).end
+    pos = parse_header(data).end
     while pos < len(data):
         start = pos
         count, pos = _varint(data, pos)
@@ -327,7 +334,9 @@ def test_incompatible_writer_schema_dead_letters_every_block(tmp_path: Path) -> 
     assert b"".join(dead.column("payload").to_pylist()) in path.read_bytes()
 
 
-def test_unknown_enum_symbol_is_a_dead_letter_with_the_datum(tmp_path: Path) -> None:
+def test_unknown_enum_symbol_is_passed_on_with_the_datum(tmp_path: Path) -> None:
+    """R1: a symbol the reader does not know is the core's INVALID_VALUE, as in
+    streaming (docs/decisions.md); the event carries the datum as its payload."""
     schema = _evolved_schema()
     for f in schema["fields"]:
         if f["name"] == "disposition":
@@ -336,18 +345,23 @@ def test_unknown_enum_symbol_is_a_dead_letter_with_the_datum(tmp_path: Path) -> 
     records[7]["disposition"] = "REJECTED"
     path = tmp_path / "enum.avro"
     _write_with(path, schema, records)
+    writer = fastavro.parse_schema(schema)
+    assert isinstance(writer, dict)
     for use_polars in (True, False):
         got = read_all(path, use_polars=use_polars)
-        assert got.events.num_rows == 29
-        assert 7 not in got.events.column("source_index").to_pylist()
-        (dead,) = got.dead_letters.to_pylist()
-        assert dead["reason"] == "DECODE_ERROR"
+        assert got.events.num_rows == 30
+        assert got.dead_letters.num_rows == 0
+        assert got.events.column("disposition")[7].as_py() == "REJECTED"
+        payloads = got.events.column("payload").to_pylist()
+        assert [i for i, p in enumerate(payloads) if p is not None] == [7]
+        assert decode_datum(payloads[7], writer)["call_id"] == records[7]["call_id"]
+        result = rate_batch(got.events, REF, TARIFFS)
+        (dead,) = [
+            d for d in result.dead_letters.to_pylist() if d["reason"] == Reason.INVALID_VALUE
+        ]
         assert dead["source_index"] == 7
         assert dead["call_id"] == records[7]["call_id"]
-        assert "REJECTED" in dead["detail"]
-        writer = fastavro.parse_schema(schema)
-        assert isinstance(writer, dict)
-        assert decode_datum(dead["payload"], writer)["call_id"] == records[7]["call_id"]
+        assert dead["payload"] == payloads[7]
 
 
 # --------------------------------------------------------------------------- damaged files
@@ -495,7 +509,7 @@ def test_unreadable_header_is_one_dead_letter_with_the_file(tmp_path: Path, cont
 def test_dead_letter_payloads_are_split_at_64_mib(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(avro_files, "MAX_DEAD_LETTER_PAYLOAD", 10)
+    monkeypatch.setattr(file_reader, "MAX_DEAD_LETTER_PAYLOAD", 10)
     path = tmp_path / "junk.avro"
     path.write_bytes(bytes(range(35)))
     dead = read_all(path).dead_letters.to_pylist()

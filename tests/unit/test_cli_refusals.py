@@ -448,7 +448,7 @@ def test_rate_lists_unreadable_files_and_exits_4(
     assert "not an Avro object container" in listing
     assert "lacks required CallEvent field" in listing
     assert "no records" in listing
-    assert "field duration_ms is double" in listing
+    assert "field 'duration_ms': writer double cannot be read as long" in listing
     rated = pa.concat_tables([Lake(lake).read_rated(c) for c in Lake(lake).cycles()])
     sources = set(rated.column("source_file").to_pylist())
     assert sources == {str(bad_inputs["good"])}  # the good file was rated in full

@@ -51,3 +51,17 @@ def test_no_import_cycle_between_rating_and_refdata() -> None:
     """The core owns the reference model it consumes; refdata (files, Redis) builds it."""
     for module in PIPELINE.joinpath("rating").glob("*.py"):
         assert not any(n.startswith("pipeline.refdata") for n in _imports(module)), module.name
+
+
+@pytest.mark.parametrize(
+    "module", sorted(PIPELINE.joinpath("avro").glob("*.py")), ids=lambda p: p.name
+)
+def test_avro_codec_sits_below_the_adapters(module: Path) -> None:
+    """pipeline/avro is the codec both adapters share: no Kafka, Redis or adapter."""
+    forbidden = ("confluent_kafka", "redis", "pipeline.io", "pipeline.runtime", "pipeline.batch")
+    bad = sorted(
+        name
+        for name in _imports(module)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    )
+    assert bad == [], f"{module.name} imports {bad}"
