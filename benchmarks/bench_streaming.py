@@ -329,7 +329,7 @@ def service_child(config: dict[str, Any], out: Any) -> None:
     else:
         service.enricher.for_numbers = timer.wrap("enrich", service.enricher.for_numbers)  # type: ignore[method-assign]
     for target, name, stage in (
-        (service.lake, "commit_partition", "lake_commit"),
+        (service.lake, "commit_range", "lake_commit"),
         (service.dead_letters, "send", "dead_letters"),
         (service, "_stage", "stage"),  # poll fields, hand-off to the decode thread
         (service, "_prepared", "wait_prepare"),  # waiting for the decode and lookup threads

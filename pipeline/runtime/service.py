@@ -59,6 +59,7 @@ from pipeline.errors import FencedError, InfrastructureError, ReferenceStoreErro
 from pipeline.io.dead_letter_topic import DeadLetterProducer
 from pipeline.io.wire import KafkaSources, SchemaResolver, decode_batch
 from pipeline.lake.lake import Lake
+from pipeline.lake.partitions import PartitionTable
 from pipeline.metrics import ServiceMetrics
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, RATED_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
@@ -217,10 +218,7 @@ class StreamingService:
         self.enricher = enricher
         self.tariffs = tariffs
         self.resolver = resolver
-        self.lake = Lake(settings.output, settings.lake)
-        # partition -> the offset the lake holds for it, as this member last saw or
-        # committed it (what the next commit expects; see Lake.commit_partition)
-        self._lake_offsets: dict[int, int | None] = {}
+        self.lake = PartitionTable(Lake(settings.output, settings.lake))
         self._fenced: set[int] = set()  # partitions whose commit was refused (writer thread)
         self._resyncing = False
         self.buffers: dict[int, PartitionBuffer] = {}
@@ -266,7 +264,6 @@ class StreamingService:
             resume = self.lake.resume_offset(tp.topic, tp.partition)
             if resume is not None:
                 tp.offset = resume
-            self._lake_offsets[tp.partition] = None if resume is None else resume - 1
             self.buffers[tp.partition] = PartitionBuffer(tp.topic, tp.partition)
             self._start_offsets[tp.partition] = tp.offset
         consumer.assign(partitions)
@@ -286,7 +283,7 @@ class StreamingService:
         self.assigned = False
         for tp in partitions:
             self._start_offsets.pop(tp.partition, None)
-            self._lake_offsets.pop(tp.partition, None)
+            self.lake.forget(tp.topic, tp.partition)
             self.stats.lag.pop(tp.partition, None)
         self.metrics.forget_partitions(self.settings.topic, [tp.partition for tp in partitions])
         LOG.info("revoked partitions=%s", [tp.partition for tp in partitions])
@@ -706,9 +703,7 @@ class StreamingService:
         self._hook("flush:start", partition=p, first=first, last=last)
         self.dead_letters.send(dead)
         self._hook("flush:dead-letters-acked", partition=p, first=first, last=last)
-        self.lake.commit_partition(topic, p, rated, first, last, expected=self._lake_offsets.get(p))
-        self._lake_offsets[p] = last
-        files = 1
+        files = self.lake.commit_range(topic, p, rated, first, last)
         self._hook("flush:committed", partition=p, first=first, last=last)
         now_ms = int(time.time() * 1000)
         latencies_ms = now_ms - stamps

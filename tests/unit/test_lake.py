@@ -435,3 +435,40 @@ def test_an_old_layout_lake_is_converted_in_place(
     assert lake.read_dead_letters().num_rows == new.read_dead_letters().num_rows
     lake.commit_partition("calls", 0, _rows(1, 10, template), 10, 10, expected=9)  # appends work
     assert main(["lake", "convert", str(old)]) == 2  # nothing left to convert
+
+
+def test_partition_table_is_the_services_lake_port(tmp_path: Path, template: pa.Table) -> None:
+    """``PartitionTable``: resume sets what the next commit expects, each commit advances
+    it; a member whose view is stale is fenced (the shape of the service's LakeTable)."""
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from pipeline.lake.partitions import PartitionTable
+
+    @dataclass(frozen=True)
+    class Flush:
+        topic: str
+        partition: int
+        first: int
+        last: int
+        rated: pa.Table
+        stamps: np.ndarray
+
+    def flush(first: int, last: int) -> Flush:
+        return Flush("calls", 2, first, last, _rows(1, first, template), np.zeros(1, np.int64))
+
+    owner, zombie = PartitionTable(Lake(tmp_path)), PartitionTable(Lake(tmp_path))
+    marks: list[str] = []
+    assert owner.resume_offset("calls", 2) is None
+    assert zombie.resume_offset("calls", 2) is None
+    assert owner.commit(flush(0, 9), marks.append) == 1
+    assert owner.commit(flush(10, 19), marks.append) == 1
+    assert marks == ["committed", "committed"]
+    with pytest.raises(FencedError):
+        zombie.commit(flush(0, 9), marks.append)
+    assert zombie.resume_offset("calls", 2) == 20  # reassigned: resumes after the owner
+    zombie.commit(flush(20, 29), marks.append)
+    with pytest.raises(FencedError):
+        owner.commit(flush(20, 29), marks.append)
+    assert Lake(tmp_path).resume_offset("calls", 2) == 30
