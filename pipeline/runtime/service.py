@@ -17,7 +17,8 @@ On assignment a partition resumes after the last offset the lake holds; on
 revocation its buffer is flushed first. A commit the lake refuses because another
 member committed that partition since (:class:`FencedError`: this member was paused
 past its session and the partition moved) is dropped, never retried; if the
-partition is still assigned here, every partition is re-read from the lake. Infrastructure failures (Redis, Kafka, the
+partition is still assigned here, every partition is re-read from the lake.
+Infrastructure failures (Redis, Kafka, the
 lake) pause consumption and retry; they never turn data into dead letters. A dead
 letter Kafka does not acknowledge is such a failure (retried, never a crash).
 
