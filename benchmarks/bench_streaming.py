@@ -15,10 +15,10 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
    ``stop_when_idle``), nothing in it replaced or wrapped. Rated CDR/s = events /
    (last flush - first message processed). The stage profile is the service's own
    ``RunStats.stage_seconds`` (:mod:`pipeline.runtime.stats`); progress comes from its
-   documented hook points (``group:assigned``, ``flush:checkpointed``).
+   documented hook points (``group:assigned``, ``flush:committed``).
 4. **latency** -- a fresh service child consumes a second topic while this process
    produces ``--latency-events`` at ``--latency-rate`` events/s; event-to-lake latency
-   p50/p99 (Kafka CreateTime to file and checkpoint durable).
+   p50/p99 (Kafka CreateTime to the Delta commit holding the rows and the offset).
 5. **baseline** -- :func:`benchmarks.baseline.run_baseline_consumer` (fastavro per
    message, per-record Python rating, one Redis HGET per origin, Parquet from dicts)
    on the first ``--baseline-events`` of the same topic; its rows are then compared
@@ -253,7 +253,7 @@ def service_child(config: dict[str, Any], out: Any) -> None:
     settings = load_settings(**config["settings"])
 
     def hook(point: str, info: dict[str, Any]) -> None:
-        if point == "flush:checkpointed":
+        if point == "flush:committed":
             out.put(("progress", int(info["last"]) - int(info["first"]) + 1))
         elif point == "group:assigned":
             out.put(("assigned", len(info["partitions"])))
@@ -510,8 +510,7 @@ STAGE_LABELS = {
     "decode:numbers": "decode: numbers, origins",
     "lookup:for_numbers": "lookup: Enricher.for_numbers",
     "writer:dead-letters-acked": "writer: dead-letter produce",
-    "writer:files-written": "writer: write parquet",
-    "writer:checkpointed": "writer: checkpoint (fsync)",
+    "writer:committed": "writer: Delta commit (rows + offset)",
     "writer:other": "writer: other (stats, metrics)",
 }
 #: Stages left out of the profile: idle polls, which include the group join and the

@@ -1,18 +1,20 @@
 """SQL over the lake with DuckDB (in-process): ``cdr-pipeline query``.
 
 :func:`open_lake` returns an in-memory DuckDB connection holding four views of a
-lake written by :class:`pipeline.io.lake.Lake`:
+lake written by :class:`pipeline.lake.lake.Lake`:
 
 ==============================  ===============================================================
 ``rated_calls``                 the latest revision of each call_id over every billing cycle
 ``rated_calls_all_revisions``   every rated record as written (all revisions, all copies)
-``dead_letters``                ``LAKE/dead_letters/*.parquet``
-``invoice_lines``               ``LAKE/invoice_lines/billing_cycle=*/*.parquet``
+``dead_letters``                the ``dead_letters`` table
+``invoice_lines``               the ``invoice_lines`` table
 ==============================  ===============================================================
 
-Columns and types are those of :mod:`pipeline.rating.columns` in schema order, with
-``billing_cycle`` taken from the Hive partition path. A view over a missing or empty
-folder is empty but has the same columns. Money stays ``DECIMAL(18,6)`` (calls) and
+Each view scans the live files of its Delta table at the version current when the
+connection is opened (``pyarrow`` datasets registered with DuckDB: projections and
+filters are pushed down; files a compaction replaced are never read). Columns and
+types are those of :mod:`pipeline.rating.columns` in schema order. A view over a
+missing table is empty but has the same columns. Money stays ``DECIMAL(18,6)`` (calls) and
 ``DECIMAL(18,2)`` (invoice amounts); the session time zone is UTC.
 
 "Latest revision" mirrors :func:`pipeline.rating.cycle.latest_revisions`, applied
@@ -64,7 +66,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.cpni import mask_number as mask_number  # re-exported: the analyst-mode rule
 from pipeline.cpni import mask_number_macro_sql, mask_text_array, mask_text_macro_sql
 from pipeline.errors import ConfigError
-from pipeline.io.lake import DEAD, INVOICES, PARTITION, RATED
+from pipeline.lake.lake import Lake
+from pipeline.lake.tables import DEAD, INVOICES, RATED
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
 
 LOG = logging.getLogger(__name__)
@@ -145,33 +148,11 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _files(directory: Path, pattern: str) -> list[str]:
-    return [str(p) for p in sorted(directory.glob(pattern))] if directory.is_dir() else []
-
-
-def _source(files: list[str], hive: bool) -> str:
-    """A ``read_parquet`` over an explicit file list (no glob: special characters in the
-    lake path stay literal, and hidden ``.tmp`` files are never read)."""
-    options = "union_by_name = true"
-    if hive:
-        options += f", hive_partitioning = true, hive_types = {{{_literal(PARTITION)}: VARCHAR}}"
-    return f"read_parquet([{', '.join(_literal(f) for f in files)}], {options})"
-
-
-def _select(con: duckdb.DuckDBPyConnection, schema: pa.Schema, files: list[str], hive: bool) -> str:
+def _select(schema: pa.Schema, source: str) -> str:
     """``SELECT`` of ``schema``'s columns, in order and cast to the schema's types, from
-    ``files`` (columns absent from every file are NULL)."""
-    cols = []
-    present: set[str] = set()
-    if files:
-        # paths are quoted by _literal; the rest is our own text
-        described = con.sql(f"DESCRIBE SELECT * FROM {_source(files, hive)}").fetchall()  # noqa: S608
-        present = {str(row[0]) for row in described}
-    for f in schema:
-        expr = _ident(f.name) if f.name in present else "NULL"
-        cols.append(f"CAST({expr} AS {_duck_type(f.type)}) AS {_ident(f.name)}")
-    where = f"FROM {_source(files, hive)}" if files else "WHERE false"
-    return f"SELECT {', '.join(cols)} {where}"
+    the registered relation ``source``."""
+    cols = [f"CAST({_ident(f.name)} AS {_duck_type(f.type)}) AS {_ident(f.name)}" for f in schema]
+    return f"SELECT {', '.join(cols)} FROM {_ident(source)}"  # noqa: S608
 
 
 def _analyst_expr(field: pa.Field) -> str:
@@ -202,41 +183,44 @@ def _mask_text_udf(values: pa.Array) -> pa.Array:
     return mask_text_array(values)
 
 
-def _check_lake(root: Path) -> None:
-    if not root.is_dir():
-        raise ConfigError(f"{root}: no such lake directory")
-    if not any((root / sub).is_dir() for sub in (RATED, DEAD, INVOICES)):
-        raise ConfigError(f"{root}: not a lake (no {RATED}/, {DEAD}/ or {INVOICES}/ folder)")
+def _check_lake(lake: Lake) -> None:
+    path = lake.location.path
+    if path is not None and not path.is_dir():
+        raise ConfigError(f"{path}: no such lake directory")
+    if all(lake.version(name) is None for name in (RATED, DEAD, INVOICES)):
+        raise ConfigError(f"{lake.uri}: not a lake (no {RATED}, {DEAD} or {INVOICES} table)")
 
 
-def _sources(root: Path) -> tuple[tuple[str, pa.Schema, list[str], bool], ...]:
-    return (
-        (
-            "rated_calls_all_revisions",
-            RATED_SCHEMA,
-            _files(root / RATED, f"{PARTITION}=*/*.parquet"),
-            True,
-        ),
-        ("dead_letters", DEAD_LETTER_SCHEMA, _files(root / DEAD, "*.parquet"), False),
-        (
-            "invoice_lines",
-            INVOICE_LINE_SCHEMA,
-            _files(root / INVOICES, f"{PARTITION}=*/*.parquet"),
-            True,
-        ),
-    )
+#: View name, schema and table of each scanned table.
+_SOURCES = (
+    ("rated_calls_all_revisions", RATED_SCHEMA, RATED),
+    ("dead_letters", DEAD_LETTER_SCHEMA, DEAD),
+    ("invoice_lines", INVOICE_LINE_SCHEMA, INVOICES),
+)
 
 
-def _build_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    for name, schema, files, hive in _sources(root):
-        con.execute(f"CREATE VIEW {name} AS {_select(con, schema, files, hive)}")
+def _raw(name: str) -> str:
+    return f"_scan_{name}"
+
+
+def _register(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Register each table's scan (its live files) as ``_scan_<table>``."""
+    for _, schema, table in _SOURCES:
+        data = lake.dataset(table)
+        con.register(_raw(table), data if data is not None else schema.empty_table())
+
+
+def _build_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    _register(con, lake)
+    for name, schema, table in _SOURCES:
+        con.execute(f"CREATE VIEW {name} AS {_select(schema, _raw(table))}")
     con.execute(
         "CREATE VIEW rated_calls AS SELECT * FROM rated_calls_all_revisions "  # noqa: S608
         f"QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {_LATEST_ORDER}) = 1"
     )
 
 
-def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+def _build_analyst_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """Masked copies in memory, then no file access at all (see the module docstring)."""
     con.execute("SET temp_directory = ''")  # no spilling: no directory SQL could name
     con.create_function(
@@ -249,8 +233,9 @@ def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         side_effects=False,
     )
     con.execute(mask_text_macro_sql(_MASK_TEXT_PYTHON))
-    for name, schema, files, hive in _sources(root):
-        raw = _select(con, schema, files, hive)
+    _register(con, lake)
+    for name, schema, table in _SOURCES:
+        raw = _select(schema, _raw(table))
         if name != "rated_calls_all_revisions":
             con.execute(f"CREATE TABLE {name} AS {_analyst_select(schema, raw)}")
             continue
@@ -270,6 +255,8 @@ def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         )
     con.execute("DROP MACRO mask_text")
     con.remove_function(_MASK_TEXT_PYTHON)
+    for _, _, table in _SOURCES:  # the masked copies are all that remains
+        con.unregister(_raw(table))
     for setting in (
         "autoinstall_known_extensions = false",
         "autoload_known_extensions = false",
@@ -283,19 +270,20 @@ def _build_analyst_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
         raise ConfigError(f"analyst mode: DuckDB still allows file access to {allowed}")
 
 
-def open_lake(root: Path, *, analyst: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the :data:`VIEWS` of the lake at ``root``.
+def open_lake(lake: Lake | str | Path, *, analyst: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the :data:`VIEWS` of ``lake``.
 
-    The file list is taken now: files written later are not seen by this connection.
+    Each table is read at its version current now: commits made later are not seen by
+    this connection.
     Session time zone UTC; Python-variable replacement scans off. In analyst mode the
     masked data are copied into memory (one pass over the lake, no spilling to disk),
     then file access is disabled and the configuration locked (see the module
     docstring).
 
-    Raises :class:`ConfigError` if ``root`` is not a lake or cannot be read.
+    Raises :class:`ConfigError` if ``lake`` is not a lake or cannot be read.
     """
-    root = Path(root)
-    _check_lake(root)
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    _check_lake(lake)
     started = time.perf_counter()
     con = duckdb.connect(":memory:")
     try:
@@ -303,17 +291,17 @@ def open_lake(root: Path, *, analyst: bool = False) -> duckdb.DuckDBPyConnection
         con.execute("SET python_enable_replacements = false")
         con.execute(mask_number_macro_sql())
         if analyst:
-            _build_analyst_views(con, root)
+            _build_analyst_views(con, lake)
         else:
-            _build_views(con, root)
+            _build_views(con, lake)
     except duckdb.Error as exc:
         con.close()
-        raise ConfigError(f"{root}: cannot read the lake: {_first_line(exc)}") from exc
+        raise ConfigError(f"{lake.uri}: cannot read the lake: {_first_line(exc)}") from exc
     except ConfigError:
         con.close()
         raise
     LOG.debug(
-        "lake=%s analyst=%s views ready in %.2f s", root, analyst, time.perf_counter() - started
+        "lake=%s analyst=%s views ready in %.2f s", lake.uri, analyst, time.perf_counter() - started
     )
     return con
 
@@ -610,7 +598,7 @@ def write_result(
 
 
 def run_query(
-    lake: Path,
+    lake: Lake | str | Path,
     sql: str,
     *,
     fmt: Format = "table",

@@ -1,12 +1,15 @@
 """Batch mode: rate Avro container files into the lake, and close billing cycles.
 
 Thin orchestration around the pure core: read (adapter) -> rate (core) -> write
-(adapter). Output files are named from the input file's content hash and each
-batch's first record index, and a file rated again first has its earlier output
-removed, so re-running ``rate`` on the same input never duplicates records, also
-after a run that failed part-way (e.g. its dead-letter write failed after the
-rated part of a batch was written): the re-run removes that file's partial output
-and writes it whole.
+(adapter). Each chunk of ``batch_size`` records of an input file is appended to
+``rated_calls`` and to ``dead_letters`` as one Delta commit per table, which also
+records the *application transaction* ``rate:<sha256 of the file>`` = the number of
+the file's chunks that table now holds (and ``rate:<sha256>:batch-size`` = the chunk
+size). Re-running ``rate`` on the same input therefore never duplicates records,
+also after a run that failed part-way (e.g. its dead-letter commit failed after the
+rated part of a chunk was committed): each table skips the chunks it holds and gets
+the rest; a re-run cuts the file into the chunk size of the first run, whatever its
+own ``--batch-size``. Two files with the same bytes are the same input.
 
 Unreadable input files. Every record still ends as a rated record or a dead letter
 (R1), but a file as a whole is *unreadable* (listed in :attr:`RateStats.unreadable`
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,17 +45,20 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import Transaction
 
 from pipeline.avro.schemas import encode_datum
 from pipeline.errors import ConfigError
 from pipeline.io.avro_files import count_records, file_problem, iter_event_batches, schema_of
-from pipeline.io.lake import Lake, check_cycle
+from pipeline.lake.lake import Lake
+from pipeline.lake.tables import DEAD, RATED, check_cycle
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
 from pipeline.rating.cycle import close_cycle
 from pipeline.rating.rate import REQUIRED, rate_batch
 from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
+from pipeline.settings import LakeSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -60,12 +67,14 @@ Progress = Callable[[int], None]
 
 @dataclass
 class RateStats:
-    """Counts of a batch run: ``events == rated + dead_letters``."""
+    """Counts of a batch run: ``events == rated + dead_letters``; ``skipped``: records
+    of chunks the lake already held whole (a re-run), not rated again."""
 
     events: int = 0
     rated: int = 0
     dead_letters: int = 0
-    files_written: int = 0
+    skipped: int = 0
+    commits: int = 0
     seconds: float = 0.0
     by_reason: dict[str, int] = field(default_factory=dict)
     #: ``(path, reason)`` of each input file none of whose records could be rated
@@ -77,7 +86,8 @@ class RateStats:
         self.events += other.events
         self.rated += other.rated
         self.dead_letters += other.dead_letters
-        self.files_written += other.files_written
+        self.skipped += other.skipped
+        self.commits += other.commits
         for reason, count in other.by_reason.items():
             self.by_reason[reason] = self.by_reason.get(reason, 0) + count
         self.unreadable.extend(other.unreadable)
@@ -88,12 +98,17 @@ class RateStats:
 
 
 def file_digest(path: Path) -> str:
-    """First 12 hex digits of the SHA-256 of a file's bytes (its identity in the lake)."""
+    """First 32 hex digits of the SHA-256 of a file's bytes (its identity in the lake)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:12]
+    return digest.hexdigest()[:32]
+
+
+def rate_app_ids(digest: str) -> tuple[str, str]:
+    """The application ids of an input file: chunks done, and its chunk size."""
+    return f"rate:{digest}", f"rate:{digest}:batch-size"
 
 
 def fill_payloads(dead: pa.Table, events: pa.Table) -> pa.Table:
@@ -132,8 +147,30 @@ def input_file_problem(path: Path) -> str | None:
     return None
 
 
-def _write(lake: Lake, rated: pa.Table, dead: pa.Table, name: str) -> int:
-    return len(lake.write_rated(rated, name)) + (lake.write_dead_letters(dead, name) is not None)
+class _Committer:
+    """Commits chunks in order on the writer thread; after a failed commit it commits
+    nothing more (the application versions count chunks, so a later chunk committed
+    after a missing one would make a re-run skip the missing one)."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.failed = threading.Event()
+
+    def commit(self, rated: pa.Table, dead: pa.Table, marks: dict[str, list[Transaction]]) -> int:
+        """Commit the chunk to the tables named in ``marks`` (with their application
+        transactions); a table gets no commit for no rows. Returns the commits made."""
+        if self.failed.is_set():
+            return 0
+        commits = 0
+        try:
+            for name, rows in ((RATED, rated), (DEAD, dead)):
+                if name in marks and rows.num_rows:
+                    self.lake.append(name, rows, marks[name])
+                    commits += 1
+        except BaseException:
+            self.failed.set()
+            raise
+        return commits
 
 
 def rate_files(
@@ -150,30 +187,42 @@ def rate_files(
     Unreadable files (module docstring) are rated like the others (their bytes become
     ``DECODE_ERROR`` dead letters; one that cannot be opened is skipped) and listed in
     :attr:`RateStats.unreadable`. Raises :class:`SinkError` if the lake cannot be
-    written; running the same call again then completes the lake without duplicates.
+    written; running the same call again then completes the lake without duplicates
+    (module docstring).
 
-    Parquet files are written by one background thread while the next batch is rated
-    (Arrow releases the GIL while encoding); at most two batches wait to be written.
+    Commits are made by one background thread while the next batch is rated (Arrow
+    releases the GIL while encoding); at most two batches wait to be written.
     """
     check_accounts_have_tariffs(ref, tariffs)
+    lake.create_tables()
     stats = RateStats()
     started = time.perf_counter()
     pending: deque[Future[int]] = deque()
+    committer = _Committer(lake)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer") as writer:
         for path in files:
             try:
                 problem = input_file_problem(path)
-                prefix = f"batch-{path.stem}-{file_digest(path)}-"
+                app, size_app = rate_app_ids(file_digest(path))
             except OSError as exc:
                 reason = f"cannot open: {exc.strerror or exc}"
                 LOG.warning("unreadable input file=%s reason=%s", path, reason)
                 stats.unreadable.append((str(path), reason))
                 continue
-            removed = lake.remove_outputs(prefix)
-            before = (stats.events, stats.rated, stats.dead_letters)
+            done = {name: lake.transaction_version(name, app) or 0 for name in (RATED, DEAD)}
+            sizes = [lake.transaction_version(name, size_app) for name in (RATED, DEAD)]
+            size = next((s for s in sizes if s), batch_size) if max(done.values()) else batch_size
+            before = (stats.events, stats.rated, stats.dead_letters, stats.skipped)
             decoded = 0
-            for batch in iter_event_batches(path, batch_size=batch_size):
+            for chunk, batch in enumerate(iter_event_batches(path, batch_size=size), start=1):
                 decoded += batch.events.num_rows
+                n = batch.events.num_rows + batch.dead_letters.num_rows
+                todo = [name for name in (RATED, DEAD) if done[name] < chunk]
+                if not todo:  # both tables hold this chunk (a re-run)
+                    stats.skipped += n
+                    if progress:
+                        progress(n)
+                    continue
                 result = rate_batch(batch.events, ref, tariffs)
                 dead = pa.concat_tables(
                     [
@@ -181,11 +230,12 @@ def rate_files(
                         fill_payloads(result.dead_letters, batch.events),
                     ]
                 )
-                name = f"{prefix}{_first_index(batch.events, batch.dead_letters):012d}"
-                pending.append(writer.submit(_write, lake, result.rated, dead, name))
+                marks = {
+                    name: [Transaction(app, chunk), Transaction(size_app, size)] for name in todo
+                }
+                pending.append(writer.submit(committer.commit, result.rated, dead, marks))
                 while len(pending) > 2:
-                    stats.files_written += pending.popleft().result()
-                n = batch.events.num_rows + batch.dead_letters.num_rows
+                    stats.commits += pending.popleft().result()
                 stats.events += n
                 stats.rated += result.rated.num_rows
                 stats.dead_letters += dead.num_rows
@@ -194,28 +244,31 @@ def rate_files(
                 if progress:
                     progress(n)
             while pending:
-                stats.files_written += pending.popleft().result()
+                stats.commits += pending.popleft().result()
             if problem is None and decoded == 0:
-                records = stats.events - before[0]
+                records = stats.events + stats.skipped - before[0] - before[3]
                 problem = "no record decodes" if records else "no records (empty container)"
             if problem is not None:
                 LOG.warning("unreadable input file=%s reason=%s", path, problem)
                 stats.unreadable.append((str(path), problem))
             LOG.info(
-                "rated file=%s removed_previous=%d events=%d rated=%d dead_letters=%d",
+                "rated file=%s events=%d rated=%d dead_letters=%d already_in_lake=%d",
                 path.name,
-                removed,
                 stats.events - before[0],
                 stats.rated - before[1],
                 stats.dead_letters - before[2],
+                stats.skipped - before[3],
             )
     stats.seconds = time.perf_counter() - started
     return stats
 
 
-def _rate_one(args: tuple[Path, Path, ReferenceData, TariffBook, int, Any]) -> RateStats:
-    path, root, ref, tariffs, batch_size, queue = args
-    return rate_files([path], Lake(root), ref, tariffs, batch_size=batch_size, progress=queue.put)
+def _rate_one(
+    args: tuple[Path, str, LakeSettings, ReferenceData, TariffBook, int, Any],
+) -> RateStats:
+    path, uri, settings, ref, tariffs, batch_size, queue = args
+    lake = Lake(uri, settings)
+    return rate_files([path], lake, ref, tariffs, batch_size=batch_size, progress=queue.put)
 
 
 def rate_files_parallel(
@@ -229,17 +282,24 @@ def rate_files_parallel(
     progress: Progress | None = None,
 ) -> RateStats:
     """:func:`rate_files` with files spread over ``workers`` processes (one file per
-    task). Output is identical to the sequential run; ``progress`` sees every batch."""
+    task), each appending to the same tables (Delta retries concurrent appends, which
+    never conflict). Output is identical to the sequential run; ``progress`` sees every
+    batch."""
     if workers <= 1 or len(files) <= 1:
         return rate_files(files, lake, ref, tariffs, batch_size=batch_size, progress=progress)
     check_accounts_have_tariffs(ref, tariffs)
+    lake.create_tables()  # once, before the workers race to create them
     started = time.perf_counter()
     total = RateStats()
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         queue = manager.Queue()
         futures = [
-            pool.submit(_rate_one, (p, lake.root, ref, tariffs, batch_size, queue)) for p in files
+            pool.submit(
+                _rate_one,
+                (p, lake.uri, lake.storage.settings, ref, tariffs, batch_size, queue),
+            )
+            for p in files
         ]
         remaining = set(futures)
         parts: dict[Future[RateStats], RateStats] = {}
@@ -259,11 +319,6 @@ def rate_files_parallel(
         total.add(parts[future])
     total.seconds = time.perf_counter() - started
     return total
-
-
-def _first_index(events: pa.Table, dead: pa.Table) -> int:
-    candidates = [pc.min(t.column("source_index")).as_py() for t in (events, dead) if t.num_rows]
-    return min(int(c) for c in candidates if c is not None) if candidates else 0
 
 
 def total_records(files: Sequence[Path]) -> int:
@@ -286,7 +341,7 @@ def close(
     Refuses with :class:`ConfigError`, writing nothing, a malformed ``cycle``, a lake
     that does not exist or has no ``rated_calls`` table, an unreadable lake file, and
     a cycle with no rated records unless ``allow_empty`` (then the cycle gets an empty
-    invoice file).
+    invoice partition). The cycle's invoice lines are replaced in one commit.
     """
     check_cycle(cycle)
     lake.require_existing()
@@ -294,17 +349,17 @@ def close(
     if rated.num_rows == 0 and not allow_empty:
         known = ", ".join(lake.cycles()) or "none"
         raise ConfigError(
-            f"cycle {cycle} has no rated calls in {lake.root} (cycles with rated calls: "
+            f"cycle {cycle} has no rated calls in {lake.uri} (cycles with rated calls: "
             f"{known}); nothing written. Check --cycle, or pass --allow-empty to write an "
             "empty invoice for it"
         )
     lines = close_cycle(rated, ref, tariffs, cycle, elsewhere=lake.max_revisions_outside(cycle))
-    path = lake.write_invoice_lines(lines, cycle)
+    version = lake.write_invoice_lines(lines, cycle)
     LOG.info(
-        "closed cycle=%s records=%d lines=%d file=%s",
+        "closed cycle=%s records=%d lines=%d invoice_lines_version=%d",
         cycle,
         rated.num_rows,
         lines.num_rows,
-        path.name,
+        version,
     )
     return lines

@@ -17,6 +17,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -24,6 +25,9 @@ from pipeline.errors import ConfigError, InfrastructureError, PipelineError
 from pipeline.observability import console, setup_logging
 from pipeline.rating.reference import ReferenceData
 from pipeline.settings import RedisSettings, Settings
+
+if TYPE_CHECKING:
+    from pipeline.lake.lake import Lake
 
 LOG = logging.getLogger(__name__)
 
@@ -148,15 +152,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lake(args: argparse.Namespace, value: str, what: str) -> Lake:
+    """The lake ``value`` (a directory or ``s3://bucket/prefix``, checked); an S3 lake
+    gets the lake section of the settings (``CDR_LAKE__*``, ``AWS_*``, ``--config``)."""
+    from pipeline.lake.lake import Lake
+    from pipeline.lake.location import parse_location
+    from pipeline.settings import load_settings
+
+    location = parse_location(value, what)
+    if location.is_local:
+        return Lake(location)
+    config = getattr(args, "config", None)
+    return Lake(location, load_settings(Path(config) if config else None).lake)
+
+
 def cmd_rate(args: argparse.Namespace) -> int:
     from pipeline.batch import rate_files_parallel, total_records
-    from pipeline.io.lake import Lake
     from pipeline.tariff_files import load_tariff_dir
 
     files = _expand(args.files)
-    lake = Lake(Path(args.output))
-    if lake.root.exists() and not lake.root.is_dir():
-        raise ConfigError(f"--output {lake.root} exists and is not a directory (the lake)")
+    lake = _lake(args, args.output, "--output").check_writable()
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
     total = total_records(files)
@@ -172,8 +187,13 @@ def cmd_rate(args: argparse.Namespace) -> int:
         )
     console.print(
         f"rated {stats.events:,} events in {stats.seconds:.1f} s ({stats.per_second:,.0f} CDR/s): "
-        f"{stats.rated:,} rated, {stats.dead_letters:,} dead letters -> {lake.root}"
+        f"{stats.rated:,} rated, {stats.dead_letters:,} dead letters -> {lake.uri}"
     )
+    if stats.skipped:
+        console.print(
+            f"{stats.skipped:,} events were already in the lake (an earlier run of the same "
+            "files) and were not rated again"
+        )
     if stats.by_reason:
         console.print(
             "dead letters by reason: "
@@ -193,16 +213,18 @@ def cmd_rate(args: argparse.Namespace) -> int:
 def cmd_close_cycle(args: argparse.Namespace) -> int:
     from pipeline.batch import close
     from pipeline.invoice_console import invoice_table
-    from pipeline.io.lake import Lake, check_cycle
+    from pipeline.lake.tables import INVOICES, check_cycle
     from pipeline.tariff_files import load_tariff_dir
 
     cycle = check_cycle(args.cycle)  # the cheap refusals first; close() checks again
-    lake = Lake(Path(args.lake)).require_existing()
+    lake = _lake(args, args.lake, "--lake").require_existing()
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
     lines = close(lake, ref, tariffs, cycle, allow_empty=args.allow_empty)
     console.print(invoice_table(lines, cycle))
-    console.print(f"{lines.num_rows} invoice lines -> {lake.invoice_dir(cycle)}")
+    console.print(
+        f"{lines.num_rows} invoice lines -> {lake.table_uri(INVOICES)} (billing_cycle={cycle})"
+    )
     return 0
 
 
@@ -281,29 +303,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters_export(args: argparse.Namespace) -> int:
-    from pipeline.io.lake import Lake
+    from pipeline.lake.lake import Lake
+    from pipeline.lake.tables import DEAD
     from pipeline.streaming import export_dead_letters
 
     settings = _settings(args)
-    n = export_dead_letters(settings.kafka, args.topic, Lake(Path(args.output)))
-    console.print(
-        f"exported {n:,} dead letters from {args.topic} to {Path(args.output) / 'dead_letters'}"
-    )
+    lake = Lake(settings.output, settings.lake)
+    n = export_dead_letters(settings.kafka, args.topic, lake)
+    console.print(f"exported {n:,} new dead letters from {args.topic} to {lake.table_uri(DEAD)}")
     return 0
 
 
 def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
-    from pipeline.io.lake import Lake
+    from pipeline.lake.lake import Lake
     from pipeline.streaming import read_dead_letter_topic, replay_dead_letters
 
     settings = _settings(args)
     if args.from_topic:
         # letters too big for the topic get their whole payload from the run's lake
         dead = read_dead_letter_topic(
-            settings.kafka, args.from_topic, payloads=Lake(settings.output)
+            settings.kafka, args.from_topic, payloads=Lake(settings.output, settings.lake)
         )
     elif args.lake:
-        dead = Lake(Path(args.lake)).read_dead_letters()
+        dead = _lake(args, args.lake, "--lake").read_dead_letters()
     else:
         raise ConfigError("replay needs --from-topic DLQ or --lake LAKE")
     n = replay_dead_letters(dead, settings.kafka, args.topic, reasons=args.reason)
@@ -316,7 +338,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     run_query(
-        Path(args.lake),
+        _lake(args, args.lake, "--lake"),
         sql,
         fmt=args.format,
         analyst=analyst_mode(args.analyst),
@@ -327,17 +349,26 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.io.lake import Lake, check_cycle
+    from pipeline.lake.tables import check_cycle
     from pipeline.report import write_report
 
     cycle = check_cycle(args.cycle)  # before it becomes part of the default file name
     output = Path(args.output or f"report-{cycle}.html")
     started = time.perf_counter()
-    result = write_report(Lake(Path(args.lake)), cycle, output, top=args.top)
+    result = write_report(_lake(args, args.lake, "--lake"), cycle, output, top=args.top)
     console.print(
         f"wrote the report of cycle {cycle} to {result.path} "
         f"({result.bytes / 1024:,.0f} KiB, {time.perf_counter() - started:.1f} s)"
     )
+    return 0
+
+
+def cmd_lake_convert(args: argparse.Namespace) -> int:
+    from pipeline.lake.convert import convert_lake
+
+    converted = convert_lake(_lake(args, args.lake, "LAKE"))
+    for name, files in converted.items():
+        console.print(f"converted {name}: a Delta table of {files:,} data files")
     return 0
 
 
@@ -470,6 +501,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-when-idle", type=float, metavar="SECONDS")
     p.add_argument("--metrics-port", type=int)
     p.set_defaults(func=cmd_run)
+
+    lake_cmds = sub.add_parser("lake", help="lake maintenance").add_subparsers(
+        dest="lake_command", required=True
+    )
+    p = lake_cmds.add_parser(
+        "convert",
+        help="turn a lake of the old plain-Parquet layout into Delta tables, in place",
+        description=(
+            "Adds a Delta log to each table folder of a lake written by an earlier version "
+            "(no data file is rewritten); streaming checkpoints become the tables' "
+            "application transactions. Local lakes only."
+        ),
+    )
+    p.add_argument("lake", help="the lake directory")
+    p.set_defaults(func=cmd_lake_convert)
 
     dl = sub.add_parser("dead-letters", help="dead-letter topic: export, replay").add_subparsers(
         dest="dl_command", required=True

@@ -25,10 +25,10 @@ from pipeline.batch import close, rate_files
 from pipeline.embedded import embedded_kafka, embedded_redis
 from pipeline.generate import write_generated
 from pipeline.invoice_console import invoice_table
-from pipeline.io.lake import Lake
+from pipeline.lake.lake import Lake
+from pipeline.lake.tables import DEAD
 from pipeline.observability import console
 from pipeline.refdata.files import load_reference_dir
-from pipeline.runtime.checkpoint import Checkpoints
 from pipeline.tariff_files import DEFAULT_TARIFFS_DIR, load_tariff_dir
 
 SAMPLE_REFDATA = Path(__file__).resolve().parent / "data" / "refdata"
@@ -46,14 +46,22 @@ def _closing(lake: Lake) -> None:
         console.print(f"   closed cycle {cycle}: {lines.num_rows} invoice lines")
         if cycle == CYCLE:
             console.print(invoice_table(lines, cycle))
-    root = lake.root.resolve()
+    root = lake.uri
     console.print(
-        f"\nThe lake is at {root}. Explore it with DuckDB (pip install duckdb, or the duckdb CLI):\n"
+        f"\nThe lake is at {root}: Delta Lake tables rated_calls, dead_letters and "
+        "invoice_lines. Query it with `cdr-pipeline query`, or from Python with DuckDB "
+        "over the table's live files (docs/analytics.md):\n"
     )
     console.print(
-        f'  duckdb -c "SELECT call_class, origin_region, count(*) AS calls, sum(total_charge) AS charges '  # noqa: S608
-        f"FROM read_parquet('{root}/rated_calls/*/*.parquet', hive_partitioning=true) "
-        f'GROUP BY ALL ORDER BY charges DESC"',
+        '  python -c "import duckdb, deltalake; '  # noqa: S608
+        f"calls = deltalake.DeltaTable('{root}/rated_calls').to_pyarrow_dataset(); "
+        "print(duckdb.sql('SELECT call_class, origin_region, count(*) AS calls, "
+        "sum(total_charge) AS charges FROM calls GROUP BY ALL ORDER BY charges DESC'))\"",
+        soft_wrap=True,
+    )
+    console.print(
+        "\n  With internet access, DuckDB's delta extension reads it directly: "  # noqa: S608
+        f"SELECT count(*) FROM delta_scan('{root}/rated_calls')",
         soft_wrap=True,
     )
 
@@ -116,7 +124,7 @@ def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
                 "--group",
                 "demo",
                 "--output",
-                str(lake.root),
+                lake.uri,
                 "--dead-letter-topic",
                 DLQ,
                 "--stop-when-idle",
@@ -144,7 +152,9 @@ def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
                 f"({produced.events / elapsed:,.0f} CDR/s end to end, including group join)"
             )
             n_dead = export_dead_letters(settings, DLQ, lake)
-            console.print(f"6. exported {n_dead:,} dead letters from {DLQ} to {lake.dead_dir}")
+            console.print(
+                f"6. exported {n_dead:,} dead letters from {DLQ} to {lake.table_uri(DEAD)}"
+            )
             _closing(lake)
     except KeyboardInterrupt:
         console.print("interrupted: stopping everything the demo started")
@@ -166,11 +176,10 @@ def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
 def _wait_for_lake(
     lake: Lake, expected: int, children: list[subprocess.Popen[bytes]]
 ) -> float | None:
-    """Poll the lake's checkpoints until they cover ``expected`` offsets; the time then."""
-    checkpoints = Checkpoints(lake)
+    """Poll the lake until its committed offsets cover ``expected`` ones; the time then."""
     while any(c.poll() is None for c in children):
-        offsets = [checkpoints.last_offset(TOPIC, p) for p in range(PARTITIONS)]
-        covered = sum(o + 1 for o in offsets if o is not None)
+        offsets = [lake.resume_offset(TOPIC, p) for p in range(PARTITIONS)]
+        covered = sum(o for o in offsets if o is not None)
         if covered >= expected:
             return time.perf_counter()
         time.sleep(0.1)

@@ -8,6 +8,8 @@
     │   └── ReferenceDataError
     ├── DataError                   one event is bad -> it becomes a dead letter, never raised
     │                               out of a batch (see ``pipeline.rating.codes.Reason``)
+    ├── FencedError                 a partition's lake commit was refused: another member
+    │                               owns it now -> drop that buffer, never retry
     └── InfrastructureError         a dependency is down -> pause, retry; never dead-letter
         ├── BrokerError             Kafka
         ├── ReferenceStoreError     Redis
@@ -42,6 +44,13 @@ class DataError(PipelineError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class FencedError(PipelineError):
+    """The lake refused a partition's commit because the offset it holds for that
+    topic-partition is not the one this member expected: another member committed
+    since (the partition was reassigned while this one was paused). Not an outage:
+    retrying would duplicate or overwrite the new owner's work. Drop the buffer."""
 
 
 class InfrastructureError(PipelineError):

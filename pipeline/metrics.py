@@ -17,10 +17,10 @@ name                                       type       labels / meaning
 ``cdr_events_consumed_total``              counter    topic; messages taken into a batch
 ``cdr_events_rated_total``                 counter    topic; rated records made durable
 ``cdr_events_dead_lettered_total``         counter    topic, reason; dead letters acked
-``cdr_files_written_total``                counter    topic; Parquet parts written
+``cdr_files_written_total``                counter    topic; lake commits (one per flush)
 ``cdr_flushes_total``                      counter    topic; flushed offset ranges
 ``cdr_batch_seconds``                      histogram  decode + enrich + rate of one poll
-``cdr_flush_seconds``                      histogram  dead letters + Parquet + checkpoint + commit
+``cdr_flush_seconds``                      histogram  dead letters + Delta commit (rows + offset)
 ``cdr_event_to_lake_seconds``              histogram  Kafka message timestamp -> durable
 ``cdr_consumer_lag``                       gauge      topic, partition; high watermark - position
 ``cdr_last_durable_offset``                gauge      topic, partition; last offset in the lake
@@ -160,7 +160,7 @@ class ServiceMetrics:
         )
         self.rated = Counter(
             "cdr_events_rated",
-            "Rated records written to the lake (durable, checkpointed).",
+            "Rated records written to the lake (committed with their offsets).",
             ["topic"],
             registry=r,
         )
@@ -171,10 +171,13 @@ class ServiceMetrics:
             registry=r,
         )
         self.files = Counter(
-            "cdr_files_written", "Parquet parts written to the lake.", ["topic"], registry=r
+            "cdr_files_written",
+            "Lake commits (one per flush; rows + offset).",
+            ["topic"],
+            registry=r,
         )
         self.flushes = Counter(
-            "cdr_flushes", "Offset ranges flushed (dead letters, files, checkpoint).", ["topic"],
+            "cdr_flushes", "Offset ranges flushed (dead letters, one lake commit).", ["topic"],
             registry=r,
         )  # fmt: skip
         self.batch_seconds = Histogram(
@@ -185,7 +188,7 @@ class ServiceMetrics:
         )
         self.flush_seconds = Histogram(
             "cdr_flush_seconds",
-            "Seconds to flush one partition range: dead letters, Parquet, checkpoint, commit.",
+            "Seconds to flush one partition range: dead letters, lake commit.",
             buckets=DURATION_BUCKETS,
             registry=r,
         )
@@ -210,6 +213,12 @@ class ServiceMetrics:
         self.paused = Gauge(
             "cdr_consumption_paused",
             "1 while consumption is paused because a dependency (Redis, Kafka, lake) failed.",
+            registry=r,
+        )
+        self.fenced = Counter(
+            "cdr_ranges_fenced",
+            "Offset ranges the lake refused because another member committed the partition.",
+            ["topic", "partition"],
             registry=r,
         )
         self.stage_seconds = Counter(

@@ -48,6 +48,13 @@ environment variable                     file in ``CDR_SECRETS_DIR``          me
 ``CDR_SCHEMA_REGISTRY`` *                ``schema_registry``                  ``http(s)://host[:port]``; may
                                                                               hold ``user:password@``
                                                                               (HTTP basic auth)
+``CDR_LAKE__S3_ENDPOINT``               ``lake__s3_endpoint``                S3-compatible store URL
+                                                                              (else ``AWS_ENDPOINT_URL``)
+``CDR_LAKE__S3_REGION``                 ``lake__s3_region``                  (else ``AWS_REGION``)
+``CDR_LAKE__S3_ACCESS_KEY_ID``          ``lake__s3_access_key_id``           (else ``AWS_ACCESS_KEY_ID``)
+``CDR_LAKE__S3_SECRET_ACCESS_KEY`` *    ``lake__s3_secret_access_key``       (else ``AWS_SECRET_ACCESS_KEY``)
+``CDR_LAKE__S3_SESSION_TOKEN`` *        ``lake__s3_session_token``           (else ``AWS_SESSION_TOKEN``)
+``CDR_LAKE__S3_ALLOW_HTTP``             ``lake__s3_allow_http``              allow an ``http://`` endpoint
 =======================================  ===================================  =================================
 
 Combinations are checked when the settings are built, so a bad one refuses to start
@@ -480,6 +487,106 @@ class DeadLetterSettings(BaseModel):
     max_message_bytes: int = Field(262_144, ge=16_384, le=64 * 1024 * 1024)
 
 
+#: The AWS variables read when the ``lake`` section leaves a value unset (the usual
+#: names of the AWS SDKs and CLI; the first one set wins).
+_AWS_ENV = {
+    "s3_access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "s3_secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+    "s3_session_token": ("AWS_SESSION_TOKEN",),
+    "s3_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "s3_endpoint": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+}
+
+
+class LakeSettings(BaseModel):
+    """Where an ``s3://`` lake's object store is and how to sign in to it (a local lake
+    needs none of this; see :mod:`pipeline.lake.storage`, the one place these become
+    the options of ``deltalake`` and a ``pyarrow.fs`` filesystem).
+
+    Each field is ``CDR_LAKE__<FIELD>`` (or ``lake__<field>`` in ``CDR_SECRETS_DIR``,
+    or ``lake:`` in the settings file); left unset, it is taken from the usual AWS
+    variables: ``AWS_ACCESS_KEY_ID`` + ``AWS_SECRET_ACCESS_KEY`` (+ ``AWS_SESSION_TOKEN``,
+    only together with the key from the same source), ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``. The secret key
+    and the session token are :class:`~pydantic.SecretStr` (never logged or printed).
+    ``s3_endpoint`` is for S3-compatible stores (``http(s)://host[:port]``); an ``http``
+    endpoint is allowed unless ``s3_allow_http`` is false (then it is refused).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_session_token: SecretStr | None = None
+    s3_allow_http: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_aws_environment(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if v is not None and v != ""}
+        env = {
+            name: next((os.environ[v] for v in names if os.environ.get(v)), None)
+            for name, names in _AWS_ENV.items()
+        }
+        if "s3_access_key_id" not in data and "s3_secret_access_key" not in data:
+            for name in ("s3_access_key_id", "s3_secret_access_key", "s3_session_token"):
+                if env[name] is not None and name not in data:
+                    data[name] = env[name]
+        for name in ("s3_region", "s3_endpoint"):
+            if name not in data and env[name] is not None:
+                data[name] = env[name]
+        return data
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _valid_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http(s)://host[:port], e.g. http://127.0.0.1:8333")
+        if parts.username or parts.password:
+            raise ValueError(
+                "must not carry credentials: use s3_access_key_id and s3_secret_access_key"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LakeSettings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "s3_access_key_id and s3_secret_access_key go together (set both, or neither "
+                "to use the AWS variables)"
+            )
+        if self.s3_session_token is not None and self.s3_access_key_id is None:
+            raise ValueError("s3_session_token needs s3_access_key_id and s3_secret_access_key")
+        if self.s3_allow_http is False and self.endpoint_is_http:
+            raise ValueError("s3_endpoint is http:// but s3_allow_http is false")
+        return self
+
+    @property
+    def endpoint_is_http(self) -> bool:
+        return self.s3_endpoint is not None and self.s3_endpoint.lower().startswith("http://")
+
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values (to redact from third-party messages)."""
+        return tuple(
+            s.get_secret_value()
+            for s in (self.s3_secret_access_key, self.s3_session_token)
+            if s is not None and s.get_secret_value()
+        )
+
+
 class Settings(BaseSettings):
     """Everything ``cdr-pipeline run`` needs."""
 
@@ -495,7 +602,8 @@ class Settings(BaseSettings):
     topic: str = "call-events"
     group: str = "cdr-rating"
     tariffs: Path = Path(__file__).resolve().parent / "data" / "tariffs"
-    output: Path = Path("lake")
+    #: The lake: a directory or ``s3://bucket/prefix`` (:mod:`pipeline.lake.location`).
+    output: str = "lake"
     dead_letter_topic: str = "call-events-dlq"
     dead_letter: DeadLetterSettings = DeadLetterSettings()
     #: Confluent-compatible Schema Registry; None (or empty): the shipped schema ids.
@@ -509,11 +617,25 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     batch: BatchSettings = BatchSettings()
+    #: The object store of an ``s3://`` lake (``output``); see :class:`LakeSettings`.
+    lake: LakeSettings = Field(default_factory=LakeSettings)
 
-    @field_validator("output", "tariffs")
+    @field_validator("tariffs")
     @classmethod
     def _path(cls, value: Path) -> Path:
         return Path(value)
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _lake(cls, value: object) -> object:
+        from pipeline.lake.location import parse_location
+
+        if isinstance(value, str | Path):
+            try:
+                return parse_location(value, "output").uri
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("schema_registry", mode="before")
     @classmethod

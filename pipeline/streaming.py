@@ -19,7 +19,6 @@ from pydantic import SecretStr
 from pipeline.errors import BrokerError
 from pipeline.io import dead_letter_topic, kafka_clients
 from pipeline.io.avro_files import iter_event_batches
-from pipeline.io.lake import Lake
 from pipeline.io.wire import (
     CALL_EVENT_SCHEMA_ID,
     MAGIC_BYTE,
@@ -30,8 +29,10 @@ from pipeline.io.wire import (
     value_subject,
     wire_header,
 )
+from pipeline.lake.lake import Lake
+from pipeline.lake.partitions import PartitionTable
+from pipeline.lake.tables import DEAD_PAYLOADS
 from pipeline.refdata.redis_store import RedisReferenceReader
-from pipeline.runtime.checkpoint import CheckpointedLake
 from pipeline.runtime.enrich import Enricher
 from pipeline.runtime.health import redis_pinger
 from pipeline.runtime.ports import Hook
@@ -112,16 +113,17 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
     enricher = Enricher(RedisReferenceReader(client, namespace=settings.redis.namespace))
     kafka_clients.ensure_topic(settings.kafka, settings.dead_letter_topic, 1)
     cap = settings.dead_letter.max_message_bytes
+    lake = Lake(settings.output, settings.lake)
     service = StreamingService(
         settings,
         consumer=kafka_clients.consumer(settings.kafka, settings.group),
         dead_letters=dead_letter_topic.DeadLetterProducer(
             kafka_clients.producer(settings.kafka, **dead_letter_topic.producer_config(cap)),
             settings.dead_letter_topic,
-            lake=settings.output,
+            lake=lake.payloads,
             max_message_bytes=cap,
         ),
-        lake=CheckpointedLake(Lake(settings.output)),
+        lake=PartitionTable(lake),
         enricher=enricher,
         tariffs=tariffs,
         resolver=resolver_for(settings.schema_registry),
@@ -194,7 +196,7 @@ def read_dead_letter_topic(
                     del targets[p]
     finally:
         consumer.close()
-    missing = dead_letter_topic.resolve_payloads(rows, payloads.root if payloads else None)
+    missing = dead_letter_topic.resolve_payloads(rows, payloads.payloads if payloads else None)
     if missing:
         LOG.warning(
             "%d dead letter(s) on %s carry a payload truncated on the topic whose whole "
@@ -203,20 +205,31 @@ def read_dead_letter_topic(
             "the lake of the `run` that wrote them, then replay with `--lake LAKE`",
             missing,
             topic,
-            payloads.root / "dead_letter_payloads" if payloads else "any lake (none given)",
+            payloads.table_uri(DEAD_PAYLOADS) if payloads else "any lake (none given)",
         )
     return dead_letter_topic.dedupe(dead_letter_topic.to_table(rows))
 
 
 def export_dead_letters(kafka: KafkaSettings, topic: str, lake: Lake) -> int:
-    """``dead-letters export``: the topic's dead letters into ``LAKE/dead_letters/``.
-    Exporting again replaces the previous export (one file per topic). Payloads too
-    big for the topic are taken whole from ``LAKE/dead_letter_payloads/`` (see
-    :func:`read_dead_letter_topic`)."""
+    """``dead-letters export``: append the topic's dead letters to the ``dead_letters``
+    table, one commit, without the ones it already holds (one row per source event:
+    exporting again adds only letters that are new on the topic). Payloads too big for
+    the topic are taken whole from ``LAKE/dead_letter_payloads/`` (see
+    :func:`read_dead_letter_topic`). Returns the letters appended."""
     table = read_dead_letter_topic(kafka, topic, payloads=lake)
-    if table.num_rows:
-        lake.write_dead_letters(table, f"export-{topic}")
-    return int(table.num_rows)
+    if table.num_rows == 0:
+        return 0
+    held = lake.read_dead_letters_keys()
+    keys = [
+        dead_letter_topic.dead_letter_key(r)
+        for r in table.select(
+            [c for c in table.column_names if c.startswith("source_")]
+        ).to_pylist()
+    ]
+    fresh = [i for i, k in enumerate(keys) if k not in held]
+    if fresh:
+        lake.write_dead_letters(table.take(pa.array(fresh, pa.int64())))
+    return len(fresh)
 
 
 def replay_dead_letters(

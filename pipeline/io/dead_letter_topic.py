@@ -38,14 +38,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.errors import BrokerError
+from pipeline.errors import BrokerError, SinkError
+from pipeline.io.atomic import write_bytes_atomic
 from pipeline.io.kafka_clients import flush_or_raise
-from pipeline.io.lake import DEAD_PAYLOADS, write_bytes_durably
+from pipeline.lake.tables import DEAD_PAYLOADS
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 
 LOG = logging.getLogger(__name__)
@@ -209,17 +210,59 @@ def decode(value: bytes) -> dict[str, Any]:
     return row
 
 
-def resolve_payloads(rows: list[dict[str, Any]], lake: Path | None) -> int:
+class PayloadStore(Protocol):
+    """Where whole payloads are kept: names relative to ``dead_letter_payloads/``
+    (:class:`pipeline.lake.storage.BlobStore` of a lake; a directory in tests)."""
+
+    def size(self, name: str) -> int | None: ...
+    def read(self, name: str) -> bytes | None: ...
+    def write(self, name: str, data: bytes) -> None: ...
+    def describe(self, name: str = "") -> str: ...
+
+
+class DirectoryPayloads:
+    """A :class:`PayloadStore` in ``LAKE/dead_letter_payloads`` of a local lake."""
+
+    def __init__(self, lake: Path) -> None:
+        self.directory = Path(lake) / DEAD_PAYLOADS
+
+    def size(self, name: str) -> int | None:
+        path = self.directory / name
+        return path.stat().st_size if path.is_file() else None
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.directory / name).read_bytes()
+        except OSError:
+            return None
+
+    def write(self, name: str, data: bytes) -> None:
+        path = self.directory / name
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    def describe(self, name: str = "") -> str:
+        return str(self.directory / name) if name else str(self.directory)
+
+
+def _store(lake: Path | PayloadStore | None) -> PayloadStore | None:
+    return DirectoryPayloads(lake) if isinstance(lake, Path) else lake
+
+
+def resolve_payloads(rows: list[dict[str, Any]], lake: Path | PayloadStore | None) -> int:
     """Put back, in place, the whole payload of each truncated letter of ``rows`` from
     ``lake`` (its :func:`payload_ref`), checked against size and SHA-256. A letter
     whose payload is not found (or ``lake`` is None) keeps ``payload`` null and gets a
     note in ``detail``. Returns how many were not resolved."""
     missing = 0
+    store = _store(lake)
     for row in rows:
         if not row.get("payload_truncated"):
             continue
         ref = payload_ref(row)
-        data = _read_payload(lake / ref) if lake is not None else None
+        data = store.read(_name(ref)) if store is not None else None
         if data is not None and (len(data), _digest(data)) == (
             row.get("payload_size"),
             row.get("payload_sha256"),
@@ -237,11 +280,9 @@ def resolve_payloads(rows: list[dict[str, Any]], lake: Path | None) -> int:
     return missing
 
 
-def _read_payload(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
+def _name(ref: str) -> str:
+    """A :func:`payload_ref` without its folder."""
+    return ref.removeprefix(f"{DEAD_PAYLOADS}/")
 
 
 def to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
@@ -262,13 +303,15 @@ class DeadLetterProducer:
         producer: Producer,
         topic: str,
         *,
-        lake: Path,
+        lake: Path | PayloadStore,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         timeout: float = 60.0,
     ) -> None:
         self._producer = producer
         self.topic = topic
-        self.lake = Path(lake)
+        store = _store(lake)
+        assert store is not None
+        self.payloads = store
         self.max_message_bytes = max_message_bytes
         self._timeout = timeout
         self._failures: list[tuple[int, KafkaError]] = []
@@ -356,7 +399,7 @@ class DeadLetterProducer:
                 "sha256; whole payloads kept in %s",
                 kept,
                 self.topic,
-                self.lake / DEAD_PAYLOADS,
+                self.payloads.describe(),
             )
         return sorted(too_large)
 
@@ -366,10 +409,10 @@ class DeadLetterProducer:
         payload = row.get("payload")
         if payload is None:
             return
-        path = self.lake / payload_ref(row)
-        if path.is_file() and path.stat().st_size == len(payload):
+        name = _name(payload_ref(row))
+        if self.payloads.size(name) == len(payload):
             return
-        write_bytes_durably(payload, path)
+        self.payloads.write(name, payload)
 
 
 def dedupe(dead: pa.Table) -> pa.Table:

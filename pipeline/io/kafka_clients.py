@@ -13,7 +13,7 @@ from pipeline.settings import KafkaSettings
 
 def consumer(kafka: KafkaSettings, group: str, **extra: Any) -> Consumer:
     """A consumer-group member that never commits or stores offsets by itself: the
-    checkpoint (``pipeline.runtime``) commits what is durable in the lake."""
+    lake commit (``pipeline.lake``) holds what is durable; Kafka offsets follow it."""
     conf = {
         **kafka.client_config(),
         "group.id": group,

@@ -13,15 +13,15 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError
-from pipeline.io.lake import Lake
-from pipeline.io.lake import check_cycle as lake_check_cycle
+from pipeline.lake.lake import Lake
+from pipeline.lake.tables import INVOICES, RATED
+from pipeline.lake.tables import check_cycle as lake_check_cycle
 from pipeline.rating.codes import CallClass, LineType, Region
 from pipeline.rating.cycle import cycle_bounds, latest_revisions
 from pipeline.report.model import (
@@ -59,7 +59,7 @@ RATED_COLUMNS = (
 
 def check_cycle(cycle: str) -> str:
     """``cycle`` if it is ``YYYY-MM`` (ASCII digits, month 01-12); :class:`ConfigError`
-    otherwise (one rule for every command: :func:`pipeline.io.lake.check_cycle`)."""
+    otherwise (one rule for every command: :func:`pipeline.lake.tables.check_cycle`)."""
     return lake_check_cycle(cycle)
 
 
@@ -266,11 +266,6 @@ def _by_count(item: tuple[str, int]) -> tuple[int, str]:
 # --------------------------------------------------------------------------- reading the lake
 
 
-def _newest_mtime(directory: Path) -> float | None:
-    times = [p.stat().st_mtime for p in directory.glob("*.parquet")] if directory.is_dir() else []
-    return max(times) if times else None
-
-
 def load_summary(lake: Lake, cycle: str) -> CycleSummary:
     """Read what the page needs from ``lake`` and :func:`summarize` it.
 
@@ -280,18 +275,18 @@ def load_summary(lake: Lake, cycle: str) -> CycleSummary:
     cycles = lake.cycles()
     if cycle not in cycles:
         known = ", ".join(cycles) if cycles else "none"
-        raise ConfigError(f"no rated records for cycle {cycle} in {lake.root} (cycles: {known})")
+        raise ConfigError(f"no rated records for cycle {cycle} in {lake.uri} (cycles: {known})")
     try:
         rated = lake.read_rated(cycle, columns=RATED_COLUMNS)
         elsewhere = lake.max_revisions_outside(cycle)
         invoice = lake.read_invoice_lines(cycle)
         dead = lake.read_dead_letters().select(["reason"])
     except (OSError, pa.ArrowException) as exc:
-        raise ConfigError(f"cannot read the lake at {lake.root}: {exc}") from exc
+        raise ConfigError(f"cannot read the lake at {lake.uri}: {exc}") from exc
     summary = summarize(rated, cycle, elsewhere=elsewhere, invoice_lines=invoice, dead_letters=dead)
     if summary.closed:
-        rated_at = _newest_mtime(lake.rated_dir(cycle))
-        closed_at = _newest_mtime(lake.invoice_dir(cycle))
+        rated_at = lake.newest_file_time(RATED, cycle)
+        closed_at = lake.newest_file_time(INVOICES, cycle)
         if rated_at is not None and closed_at is not None and rated_at > closed_at:
             summary = replace(summary, invoice_stale=True)
     return summary

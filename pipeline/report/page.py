@@ -169,7 +169,7 @@ def _notes(s: CycleSummary) -> str:
     return "".join(notes)
 
 
-def _header(s: CycleSummary, lake_root: Path, generated_at: datetime) -> str:
+def _header(s: CycleSummary, lake_root: str | Path, generated_at: datetime) -> str:
     """Title, key figures, provenance, notes and the section links."""
     generated = generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     nav = "".join(f'<a href="#{a}">{escape(label)}</a>' for a, label in _NAV)
@@ -356,7 +356,7 @@ def _document(s: CycleSummary, header: str, sections: str) -> str:
 
 
 def render_html(
-    summary: CycleSummary, *, lake_root: Path, generated_at: datetime, top: int = 15
+    summary: CycleSummary, *, lake_root: str | Path, generated_at: datetime, top: int = 15
 ) -> str:
     """The page as one HTML string, everything inline. ``generated_at`` is shown in UTC.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.io.atomic import write_bytes_atomic
-from pipeline.io.lake import Lake
+from pipeline.lake.lake import Lake
 from pipeline.report.data import load_summary
 from pipeline.report.model import ReportResult
 from pipeline.report.page import render_html
@@ -16,12 +16,15 @@ from pipeline.report.page import render_html
 def check_output_outside_lake(output: Path, lake: Lake) -> None:
     """:class:`ConfigError` if ``output`` is the lake or lies inside it, compared as
     resolved paths (symlinks and ``..`` followed, also for a file that does not exist
-    yet): a page written into a table directory breaks every later read of the lake."""
-    root = lake.root.resolve()
+    yet): a page written into a table directory breaks every later read of the lake.
+    An ``s3://`` lake has no local inside."""
+    if lake.location.path is None:
+        return
+    root = lake.location.path.resolve()
     target = output.resolve()
     if target == root or target.is_relative_to(root):
         raise ConfigError(
-            f"--output {output} is inside the lake {lake.root}: write the report outside it"
+            f"--output {output} is inside the lake {lake.uri}: write the report outside it"
         )
 
 
@@ -42,7 +45,7 @@ def write_report(
     summary = load_summary(lake, cycle)
     page = render_html(
         summary,
-        lake_root=lake.root.resolve(),
+        lake_root=lake.uri,
         generated_at=now or datetime.now(UTC),
         top=top,
     )

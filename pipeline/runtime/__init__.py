@@ -1,1 +1,1 @@
-"""Batching, file rotation and checkpointing: the only place offsets are committed."""
+"""Streaming: batching, rotation, the service loop; offsets are committed with the data (one Delta commit, :meth:`pipeline.lake.lake.Lake.commit_partition`)."""

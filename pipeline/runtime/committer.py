@@ -6,7 +6,7 @@ only moves forward), overlapping the rating of the next batches:
 
 1. its dead letters are produced and acknowledged (:class:`~.ports.DeadLetterSink`);
 2. the lake commits its rated records and its last offset
-   (:meth:`~.ports.LakeTable.commit`: today Parquet parts, then the checkpoint);
+   (:meth:`~.ports.LakeTable.commit`: one Delta commit, :mod:`pipeline.lake.partitions`);
 3. back on the main thread (:meth:`LakeCommitter.reap`), the Kafka offset
    ``last + 1`` is committed (for lag; the lake is the source of truth).
 
@@ -21,7 +21,11 @@ committed and is re-read by that owner.
 
 Hook points (the test seam, ``hook(point, {"partition", "first", "last"})``):
 ``flush:start``, ``flush:dead-letters-acked``, then ``flush:<step>`` for each mark of
-the lake (``flush:files-written``, ``flush:checkpointed``).
+the lake (``flush:committed``).
+
+A range the lake refuses because another member committed the partition
+(:class:`~pipeline.errors.FencedError`) is dropped, never retried, and reported by
+:meth:`LakeCommitter.take_fenced` so the service re-syncs the partition.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from pipeline.errors import FencedError
 from pipeline.metrics import ServiceMetrics
 from pipeline.runtime.buffer import PartitionBuffer
 from pipeline.runtime.pausing import Pausing
@@ -70,6 +75,15 @@ class LakeCommitter:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: deque[Future[Durable | None]] = deque()
         self._abort = threading.Event()
+        self._fenced: set[tuple[str, int]] = set()  # written by the writer thread
+
+    def take_fenced(self) -> set[tuple[str, int]]:
+        """Main thread: the (topic, partition)s whose ranges the lake refused since the
+        last call (:class:`~pipeline.errors.FencedError`: another member committed
+        them). Their refused ranges were dropped; the caller re-syncs the partitions
+        it still owns from the lake."""
+        fenced, self._fenced = self._fenced, set()
+        return fenced
 
     # ------------------------------------------------------------------ main thread
     def resume_offset(self, topic: str, partition: int) -> int | None:
@@ -129,10 +143,26 @@ class LakeCommitter:
 
     # ------------------------------------------------------------------ writer thread
     def _write_durably(self, flush: Flush) -> Durable | None:
-        """The range written, retried until it is durable; ``None`` if abandoned."""
-        return self.pausing.retry_writer(
-            lambda: self._attempt(flush), abort=self._abort, what=f"partition={flush.partition}"
-        )
+        """The range written, retried until it is durable; ``None`` if abandoned, or if
+        the lake fenced it (never retried: another member owns the partition now)."""
+        try:
+            return self.pausing.retry_writer(
+                lambda: self._attempt(flush),
+                abort=self._abort,
+                what=f"partition={flush.partition}",
+            )
+        except FencedError as exc:
+            LOG.warning(
+                "fenced topic=%s partition=%d offsets=%d-%d: dropped, not committed (%s)",
+                flush.topic,
+                flush.partition,
+                flush.first,
+                flush.last,
+                exc,
+            )
+            self.metrics.fenced.labels(flush.topic, str(flush.partition)).inc()
+            self._fenced.add((flush.topic, flush.partition))
+            return None
 
     def _attempt(self, flush: Flush) -> Durable:
         self.busy_since = time.monotonic()

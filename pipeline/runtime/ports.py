@@ -3,14 +3,14 @@
 :func:`pipeline.streaming.build_service` plugs in the real adapters: a
 ``confluent_kafka.Consumer`` (:class:`GroupConsumer`), a
 :class:`~pipeline.io.dead_letter_topic.DeadLetterProducer` (:class:`DeadLetterSink`) and
-a :class:`~pipeline.runtime.checkpoint.CheckpointedLake` (:class:`LakeTable`).
+a :class:`~pipeline.lake.partitions.PartitionTable` (:class:`LakeTable`).
 ``tests/unit/fakes.py`` has in-memory ones, so the unit tests drive the real loop
 without a broker, Redis or a filesystem.
 
-:class:`LakeTable` is the seam where a table format (issue 9: one Delta commit holding
-the data files and the partition's offset as an application transaction) replaces the
-Parquet parts and checkpoint files: the committer (:mod:`.committer`) keeps the flush
-order around it and does not know how a range becomes durable.
+:class:`LakeTable` is the seam of the table format: one Delta commit holds a range's
+data files and the partition's last offset as an application transaction. The
+committer (:mod:`.committer`) keeps the flush order around it and does not know how a
+range becomes durable.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from confluent_kafka import Message, TopicPartition
 Hook = Callable[[str, dict[str, Any]], None]
 #: A group rebalance callback: ``(consumer, partitions)``.
 Rebalance = Callable[[Any, list[TopicPartition]], None]
-#: Called by a :class:`LakeTable` as each step of a commit completes (``"files-written"``,
-#: ``"checkpointed"``, ...): the committer turns marks into hook points and stage timings.
+#: Called by a :class:`LakeTable` as each step of a commit completes (``"committed"``): the committer turns marks into hook points and stage timings.
 Mark = Callable[[str], None]
 
 

@@ -30,8 +30,7 @@ seconds (``stage_seconds``, the profiling hook point); lag comes from :mod:`.lag
 
 Hook points (``hook(point, info)``, the test seam): ``group:assigned`` and
 ``group:revoked`` (``info["partitions"]``), and the flush points of :mod:`.committer`
-(``flush:start``, ``flush:dead-letters-acked``, ``flush:files-written``,
-``flush:checkpointed``).
+(``flush:start``, ``flush:dead-letters-acked``, ``flush:committed``).
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-from confluent_kafka import KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, KafkaError, Message, TopicPartition
 
 from pipeline.errors import InfrastructureError
 from pipeline.io.wire import SchemaResolver
@@ -325,12 +324,38 @@ class StreamingService:
             for buffer in self.buffers.due(self.settings.batch, now):
                 self.committer.submit(buffer)
             self.committer.reap()
+        fenced = self.committer.take_fenced()
+        if fenced:
+            self._resync(fenced)
         if self.committer.backlogged:
             self.pausing.hold(
                 lambda: self.committer.backlogged,
                 self.committer.wait_and_reap,
                 stopping=self.stopping,
             )
+
+    def _resync(self, fenced: set[tuple[str, int]]) -> None:
+        """The lake refused ranges of ``fenced`` partitions: another member committed
+        them (this one was paused past its session timeout and the group moved on).
+        Re-read every partition still assigned here from the offsets the lake holds:
+        revoke our own assignment (flush and drain what is buffered; later ranges of a
+        fenced partition are refused too) and assign it again, so no offset is skipped
+        and none lands twice. If the partitions are gone, the group's own revocation
+        follows."""
+        assignment = self.consumer.assignment()
+        LOG.warning(
+            "lake refused ranges of partitions=%s (another member committed them): "
+            "re-reading partitions=%s from the lake",
+            sorted(p for _, p in fenced),
+            sorted(tp.partition for tp in assignment),
+        )
+        if not assignment:
+            return
+        self._on_revoke(self.consumer, assignment)
+        self.committer.take_fenced()  # ranges refused while draining: re-read below
+        for tp in assignment:
+            tp.offset = OFFSET_INVALID  # the lake's offset, else the group's committed one
+        self._on_assign(self.consumer, assignment)
 
     def _hook(self, point: str, **info: Any) -> None:
         if self.hook is not None:

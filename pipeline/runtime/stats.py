@@ -23,7 +23,7 @@ stage                          time spent
 ``lookup:for_numbers``         enrichment: LNP through the cache and Redis (lookup thread)
 ``writer:<step>``              each flush step, up to the mark that ends it (writer
                                thread): ``dead-letters-acked``, then the lake's steps
-                               (``files-written``, ``checkpointed``), then ``other``
+                               (``committed``), then ``other``
                                (statistics, metrics, log line)
 =============================  ============================================================
 

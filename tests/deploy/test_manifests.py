@@ -415,7 +415,7 @@ def test_compose_commands_parse_with_the_cli() -> None:
 def test_compose_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(pipeline_env(), monkeypatch, "compose pipeline")
     assert settings.metrics_port == metrics_port()
-    assert settings.output == Path("/lake")
+    assert settings.output == "/lake"
     settings.kafka.client_config()
 
 

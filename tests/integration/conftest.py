@@ -13,6 +13,7 @@ import pytest
 from pipeline.embedded import EmbeddedKafka, embedded_kafka
 from pipeline.refdata.files import read_reference_tables
 from pipeline.refdata.generate import generate_reference_dir
+from tests.integration.object_store import ObjectStore, seaweedfs
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,14 @@ def kafka_broker() -> Iterator[EmbeddedKafka]:
     """A Kafka-protocol broker (``tansu``, memory storage) for the whole test session."""
     with embedded_kafka() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """A real S3-compatible server (SeaweedFS ``weed mini``) on loopback for the session,
+    with one bucket (:mod:`tests.integration.object_store`); killed at the end."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as store:
+        yield store
 
 
 @pytest.fixture(scope="session")

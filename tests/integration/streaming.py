@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from confluent_kafka import Producer
 
 from pipeline.io import kafka_clients
-from pipeline.io.lake import Lake
+from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR
 from pipeline.runtime.service import Hook, RunStats, StreamingService
 from pipeline.settings import KafkaSettings, Settings, load_settings
@@ -84,10 +83,6 @@ def lake_rated(lake: Path) -> pa.Table:
 
 def dead_letters(brokers: str, topic: str) -> pa.Table:
     return read_dead_letter_topic(KafkaSettings(brokers=brokers), topic)
-
-
-def parquet_rows(path: Path) -> int:
-    return sum(pq.read_metadata(p).num_rows for p in path.rglob("*.parquet"))
 
 
 def load_sample_refdata(redis_url: str) -> str:

@@ -25,9 +25,9 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis
 from pipeline.io import dead_letter_topic, kafka_clients
-from pipeline.io.lake import Lake
 from pipeline.io.schemas import load_call_event_schema
 from pipeline.io.wire import encode
+from pipeline.lake.lake import Lake
 from pipeline.settings import KafkaSettings
 from pipeline.streaming import read_dead_letter_topic
 from tests.integration.streaming import lake_rated, load_sample_refdata, unique

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,7 +28,7 @@ from PIL import Image
 from pipeline.batch import close, rate_files
 from pipeline.cli import main
 from pipeline.generate import write_generated
-from pipeline.io.lake import Lake
+from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
 from pipeline.report import (
     CHARGES_COLOUR,
@@ -251,9 +252,9 @@ def test_rated_after_close_is_flagged_stale(lakes: Lakes, tmp_path: Path) -> Non
     lake = tmp_path / "lake"
     shutil.copytree(lakes.closed, lake)
     assert "Stale invoice lines" not in _report(lake, tmp_path / "fresh.html")
-    newest = max(p.stat().st_mtime for p in (lake / "invoice_lines").rglob("*.parquet"))
-    for path in (lake / "rated_calls").rglob("*.parquet"):
-        os.utime(path, (newest + 60, newest + 60))
+    late = Lake(lake).read_rated(CYCLE).slice(0, 1)  # a correction rated after the close
+    time.sleep(0.01)
+    Lake(lake).write_rated(late.set_column(1, "revision", pa.array([99], pa.int32())))
     assert "Stale invoice lines" in _report(lake, tmp_path / "stale.html")
 
 
@@ -277,7 +278,7 @@ def test_phone_like_labels_are_masked(lakes: Lakes) -> None:
     )
     dead = pa.table({"reason": pa.array(["+14155550123"], pa.string())})
     summary = summarize(rated, CYCLE, dead_letters=dead)
-    page = render_html(summary, lake_root=lake.root, generated_at=datetime(2026, 12, 1, tzinfo=UTC))
+    page = render_html(summary, lake_root=lake.uri, generated_at=datetime(2026, 12, 1, tzinfo=UTC))
     assert "[masked]" in page
     assert "2125550100" not in page
     assert "4155550123" not in page

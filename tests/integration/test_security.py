@@ -37,7 +37,7 @@ from pipeline.embedded import EmbeddedKafka, free_port, wait_for_port
 from pipeline.errors import BrokerError, ReferenceStoreError
 from pipeline.generate import write_generated
 from pipeline.io import kafka_clients
-from pipeline.io.lake import Lake
+from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, directory_version, read_reference_tables
 from pipeline.refdata.redis_store import RedisReferenceReader, load_to_redis
 from pipeline.settings import Settings, load_settings

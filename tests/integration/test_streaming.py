@@ -17,8 +17,8 @@ from pipeline.avro.schemas import load_call_event_schema
 from pipeline.batch import rate_files
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis, embedded_redis
 from pipeline.generate import write_generated
-from pipeline.io.lake import Lake
 from pipeline.io.wire import encode, wire_header
+from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
 from pipeline.settings import KafkaSettings
 from pipeline.streaming import produce_files

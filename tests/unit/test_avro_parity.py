@@ -23,8 +23,8 @@ from pipeline.avro.schemas import load_call_event_json
 from pipeline.avro.varint import zigzag_varint as zz
 from pipeline.batch import rate_files
 from pipeline.io.avro_files import iter_event_batches
-from pipeline.io.lake import Lake
 from pipeline.io.wire import KafkaSources, ShippedSchemas, decode_batch, wire_header
+from pipeline.lake.lake import Lake
 from pipeline.rating.codes import Reason
 from pipeline.rating.rate import rate_batch
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir

@@ -27,9 +27,10 @@ from pipeline.cli import EXIT_UNREADABLE_INPUT, build_parser, main
 from pipeline.embedded import free_port
 from pipeline.errors import ConfigError, SinkError
 from pipeline.generate import write_generated
-from pipeline.io.lake import Lake, check_cycle
 from pipeline.io.schemas import load_call_event_json
 from pipeline.io.wire import RegistrySchemas, SchemaRegistryError, call_event_schema
+from pipeline.lake.lake import Lake
+from pipeline.lake.tables import check_cycle
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
 from pipeline.settings import load_settings, redact_url
 from pipeline.tariff_files import DEFAULT_TARIFFS_DIR, load_tariff_dir
@@ -292,7 +293,7 @@ def test_close_cycle_over_a_corrupt_parquet_file_names_it(
     damage: str, lake: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """#9: a corrupt lake file was a pyarrow traceback; now a refusal naming the file."""
-    victim = sorted(Lake(lake).rated_dir(CYCLE).glob("*.parquet"))[0]
+    victim = lake / "rated_calls" / Lake(lake).live_files("rated_calls", CYCLE)[0]
     data = victim.read_bytes()
     victim.write_bytes(
         {"garbage": b"not parquet at all", "truncated": data[: len(data) // 2], "empty": b""}[
@@ -552,24 +553,25 @@ def test_a_rerun_completes_a_run_that_failed_part_way(
     want_rated, want_dead = _lake_rows(Lake(clean))
     assert want_dead.num_rows > 0  # the failure below has something to fail on
 
-    original = Lake.write_dead_letters
+    original = Lake.append
     calls = {"n": 0}
 
-    def failing(self: Lake, dead: pa.Table, name: str) -> Path | None:
-        calls["n"] += 1
-        if dead.num_rows and calls["n"] >= 3:
-            raise SinkError(f"cannot write {self.dead_dir / name}: No space left on device")
-        return original(self, dead, name)
+    def failing(self: Lake, name: str, rows: pa.Table, transactions: Any = ()) -> int | None:
+        if name == "dead_letters":
+            calls["n"] += 1
+            if rows.num_rows and calls["n"] >= 3:
+                raise SinkError(f"cannot write {self.table_uri(name)}: No space left on device")
+        return original(self, name, rows, transactions)
 
     lake = tmp_path / "lake"
-    monkeypatch.setattr(Lake, "write_dead_letters", failing)
+    monkeypatch.setattr(Lake, "append", failing)
     rc, output = run([*argv[:1], "--output", str(lake), *argv[1:]], capsys)
     assert rc == 3
     assert "No space left" in output
     partial_rated, _ = _lake_rows(Lake(lake))
     assert partial_rated.num_rows > 0  # the failure left part of the work behind
 
-    monkeypatch.setattr(Lake, "write_dead_letters", original)
+    monkeypatch.setattr(Lake, "append", original)
     rc, _ = run([*argv[:1], "--output", str(lake), *argv[1:]], capsys)
     assert rc == 0
     rated, dead = _lake_rows(Lake(lake))

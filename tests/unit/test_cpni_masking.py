@@ -344,7 +344,9 @@ def test_cli_error_messages_are_redacted(
 ) -> None:
     """The safety net in ``main``: a refused command's message (here DuckDB echoing a
     literal) is printed with the number redacted, exit 2."""
-    (tmp_path / "dead_letters").mkdir()
+    from pipeline.lake.lake import Lake
+
+    Lake(tmp_path).create_tables(["dead_letters"])
     sql = "SELECT '+1 212 555 0100'::INTEGER"
     assert main(["query", sql, "--lake", str(tmp_path)]) == 2
     captured = capsys.readouterr()

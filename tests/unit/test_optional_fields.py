@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.io.avro_files import write_events
-from pipeline.io.lake import Lake
 from pipeline.io.schemas import SCHEMAS_DIR
 from pipeline.io.wire import (
     CALL_EVENT_SCHEMA_ID,
@@ -36,6 +35,7 @@ from pipeline.io.wire import (
     decode_batch,
     encode,
 )
+from pipeline.lake.lake import Lake
 from pipeline.rating.numbers import parse_event_numbers
 from pipeline.rating.rate import OPTIONAL_STRINGS, REQUIRED, rate_batch
 from pipeline.rating.reference import ReferenceData

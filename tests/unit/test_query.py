@@ -1,6 +1,6 @@
 """``cdr-pipeline query``: DuckDB views over a real lake, output formats, analyst mode.
 
-The lake is written by the real writers (:class:`pipeline.io.lake.Lake`) from events
+The lake is written by the real writers (:class:`pipeline.lake.lake.Lake`) from events
 rated by the real core, so the views are checked against what the pipeline writes.
 """
 
@@ -36,7 +36,7 @@ from pipeline.analytics import (
 from pipeline.cli import main
 from pipeline.cpni import MALFORMED
 from pipeline.errors import ConfigError
-from pipeline.io.lake import Lake
+from pipeline.lake.lake import Lake
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA, INVOICE_LINE_SCHEMA, RATED_SCHEMA
 from pipeline.rating.cycle import close_cycle, latest_revisions
 from pipeline.rating.rate import rate_batch
@@ -133,15 +133,15 @@ def _build_lake(root: Path) -> Lake:
     )
     assert first.dead_letters.num_rows == 2
     assert corrections.dead_letters.num_rows == 0
-    lake.write_rated(first.rated, "first")
-    lake.write_rated(corrections.rated, "second")
-    lake.write_dead_letters(first.dead_letters, "first")
+    lake.write_rated(first.rated)
+    lake.write_rated(corrections.rated)
+    lake.write_dead_letters(first.dead_letters)
     decode_error = pa.Table.from_pylist(
         [{"reason": "DECODE_ERROR", "detail": DECODE_DETAIL, "source_file": "third.avro",
           "source_index": 0, "payload": b"\x00+12125550100"}],
         schema=DEAD_LETTER_SCHEMA,
     )  # fmt: skip
-    lake.write_dead_letters(decode_error, "third")
+    lake.write_dead_letters(decode_error)
     for cycle in lake.cycles():
         lines = close_cycle(
             lake.read_rated(cycle), ref, tariffs, cycle, lake.max_revisions_outside(cycle)
@@ -157,7 +157,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Lake:
 
 @pytest.fixture
 def con(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = open_lake(lake.root)
+    connection = open_lake(lake)
     try:
         yield connection
     finally:
@@ -166,7 +166,7 @@ def con(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @pytest.fixture
 def analyst_con(lake: Lake) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = open_lake(lake.root, analyst=True)
+    connection = open_lake(lake, analyst=True)
     try:
         yield connection
     finally:
@@ -180,7 +180,7 @@ def rows(connection: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]
 
 def query(lake: Lake, sql: str, fmt: str = "csv", **kw: Any) -> str:
     out = io.StringIO()
-    run_query(lake.root, sql, fmt=fmt, out=out, **kw)  # type: ignore[arg-type]
+    run_query(lake, sql, fmt=fmt, out=out, **kw)  # type: ignore[arg-type]
     return out.getvalue()
 
 
@@ -250,7 +250,7 @@ def test_empty_or_missing_folders_give_empty_views_with_the_same_columns(tmp_pat
     """A lake with dead letters only: the other views exist, empty, same columns."""
     (tmp_path / "rated_calls").mkdir()
     Lake(tmp_path).write_dead_letters(
-        pa.Table.from_pylist([{"reason": "X", "detail": "y"}], schema=DEAD_LETTER_SCHEMA), "only"
+        pa.Table.from_pylist([{"reason": "X", "detail": "y"}], schema=DEAD_LETTER_SCHEMA)
     )
     for analyst in (False, True):
         connection = open_lake(tmp_path, analyst=analyst)
@@ -433,11 +433,11 @@ def test_analyst_sql_cannot_reach_the_files(lake: Lake, tmp_path: Path) -> None:
     """File access is off and the configuration locked after the views are built."""
     raw = pa.table({"calling_number": ["+12125550100"]})  # a Python variable: not reachable
     assert raw.num_rows == 1
-    some_file = next((lake.root / "rated_calls").rglob("*.parquet"))
+    some_file = Path(lake.table_uri("rated_calls")) / lake.live_files("rated_calls")[0]
     attempts = [
         f"SELECT calling_number FROM read_parquet('{some_file}')",  # noqa: S608
         f"SELECT * FROM '{some_file}'",  # noqa: S608
-        f"SELECT * FROM read_parquet('{lake.root}/rated_calls/*/*.parquet', hive_partitioning=true)",  # noqa: S608
+        f"SELECT * FROM read_parquet('{lake.uri}/rated_calls/*/*.parquet', hive_partitioning=true)",  # noqa: S608
         f"SELECT * FROM read_blob('{some_file}')",  # noqa: S608
         f"COPY rated_calls TO '{tmp_path / 'out.csv'}'",
         f"ATTACH '{tmp_path / 'x.duckdb'}'",
@@ -473,9 +473,9 @@ def test_analyst_setting_from_environment_and_the_flag_wins(
 # ------------------------------------------------------------------ command line
 def test_cli_query_prints_to_stdout(lake: Lake, capsys: pytest.CaptureFixture[str]) -> None:
     sql = "SELECT call_id, total_charge FROM rated_calls WHERE call_id = 'c-3'"
-    assert main(["query", sql, "--lake", str(lake.root), "--format", "json"]) == 0
+    assert main(["query", sql, "--lake", lake.uri, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"call_id": "c-3", "total_charge": "0.040000"}
-    assert main(["query", sql, "--lake", str(lake.root)]) == 0
+    assert main(["query", sql, "--lake", lake.uri]) == 0
     assert re.search(r"c-3\s.*0\.040000", capsys.readouterr().out)
 
 
@@ -484,26 +484,26 @@ def test_cli_query_analyst_mode_from_environment(
 ) -> None:
     sql = "SELECT calling_number FROM rated_calls WHERE call_id = 'c-1'"
     monkeypatch.setenv("CDR_ANALYST_MODE", "true")
-    assert main(["query", sql, "--lake", str(lake.root), "--format", "csv"]) == 0
+    assert main(["query", sql, "--lake", lake.uri, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == '"+1907555XXXX"'
-    assert main(["query", sql, "--lake", str(lake.root), "--format", "csv", "--no-analyst"]) == 0
+    assert main(["query", sql, "--lake", lake.uri, "--format", "csv", "--no-analyst"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == '"+19075550100"'
     monkeypatch.delenv("CDR_ANALYST_MODE")
     monkeypatch.setattr("sys.stdin", io.StringIO(sql))
-    assert main(["query", "-", "--lake", str(lake.root), "--format", "csv", "--analyst"]) == 0
+    assert main(["query", "-", "--lake", lake.uri, "--format", "csv", "--analyst"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == '"+1907555XXXX"'
 
 
 def test_cli_query_errors_exit_2(
     lake: Lake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["query", "SELEC 1", "--lake", str(lake.root)]) == 2
+    assert main(["query", "SELEC 1", "--lake", lake.uri]) == 2
     assert "query failed" in capsys.readouterr().err
     assert main(["query", "SELECT 1", "--lake", str(tmp_path / "missing")]) == 2
     assert "no such lake directory" in capsys.readouterr().err
-    some_file = next((lake.root / "rated_calls").rglob("*.parquet"))
+    some_file = Path(lake.table_uri("rated_calls")) / lake.live_files("rated_calls")[0]
     sql = f"SELECT * FROM read_parquet('{some_file}')"  # noqa: S608
-    assert main(["query", sql, "--lake", str(lake.root), "--analyst"]) == 2
+    assert main(["query", sql, "--lake", lake.uri, "--analyst"]) == 2
     captured = capsys.readouterr()
     assert "analyst mode" in captured.err
     assert captured.out == ""
@@ -545,7 +545,7 @@ def _build_hostile_lake(root: Path) -> Lake:
         row = template.to_pylist()[0] | HOSTILE | {"call_id": call_id}
         row["flags"] = ["NOTE +1-212-555-0108"]
         rows_.append(row)
-    lake.write_rated(pa.Table.from_pylist(rows_, schema=RATED_SCHEMA), "legacy")
+    lake.write_rated(pa.Table.from_pylist(rows_, schema=RATED_SCHEMA))
     dead = pa.Table.from_pylist(
         [{"reason": "MALFORMED_CALLED_NUMBER",
           "detail": "called_number '\u096b\u096b\u096b\u0966\u0967\u0966\u096f' and +1 (212) 555-0109",
@@ -553,12 +553,17 @@ def _build_hostile_lake(root: Path) -> Lake:
           "source_index": 0, "payload": b"+12125550109"}],
         schema=DEAD_LETTER_SCHEMA,
     )  # fmt: skip
-    lake.write_dead_letters(dead, "legacy")
+    lake.write_dead_letters(dead)
     lines = lake.read_invoice_lines("2026-11")
     lines = lines.set_column(
         lines.schema.get_field_index("trunk_id"),
         "trunk_id",
         pa.array(["+12125550105"] * lines.num_rows, pa.string()),
+    )
+    lines = lines.set_column(
+        lines.schema.get_field_index("billing_cycle"),
+        "billing_cycle",
+        pa.array(["2027-01"] * lines.num_rows, pa.string()),
     )
     lake.write_invoice_lines(lines, "2027-01")
     return lake
@@ -581,7 +586,7 @@ def test_analyst_mode_masks_non_ascii_digits_and_every_string_column(hostile_lak
     # without analyst mode they are there (the check has teeth)
     raw = _ascii_digits(query(hostile_lake, "SELECT * FROM rated_calls", "json"))
     assert all(n in raw for n in HOSTILE_DIGITS[:3])
-    con = open_lake(hostile_lake.root, analyst=True)
+    con = open_lake(hostile_lake, analyst=True)
     try:
         legacy = rows(
             con,
@@ -670,9 +675,9 @@ def test_analyst_sql_has_no_file_access_at_all(
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.chdir(cwd)
-    sql = template.format(cwd=cwd, tmp=other, lake=lake.root, name=tmp_path.name)
+    sql = template.format(cwd=cwd, tmp=other, lake=lake.uri, name=tmp_path.name)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    assert main(["query", sql, "--lake", str(lake.root), "--analyst", "--format", "csv"]) == 2
+    assert main(["query", sql, "--lake", lake.uri, "--analyst", "--format", "csv"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "refused: analyst mode: " in captured.err
@@ -687,7 +692,7 @@ def test_analyst_mode_has_no_directory_and_no_spill(
     """``allowed_directories`` and ``allowed_paths`` are empty, spilling is off, and no
     ``.tmp`` directory appears in the working directory."""
     monkeypatch.chdir(tmp_path)
-    con = open_lake(lake.root, analyst=True)
+    con = open_lake(lake, analyst=True)
     try:
         settings_ = dict(
             con.sql(

@@ -20,7 +20,6 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pipeline.io.lake import Lake
 from pipeline.io.wire import (
     CALL_EVENT_SCHEMA_ID,
     SchemaRegistryError,
@@ -28,8 +27,9 @@ from pipeline.io.wire import (
     encode_table,
     wire_header,
 )
+from pipeline.lake.lake import Lake
+from pipeline.lake.partitions import PartitionTable
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
-from pipeline.runtime.checkpoint import CheckpointedLake
 from pipeline.runtime.enrich import Enricher
 from pipeline.runtime.ports import Flush, LakeTable, Mark
 from pipeline.runtime.service import StreamingService
@@ -223,11 +223,11 @@ def run_log(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
 
 # ----------------------------------------------------------------------------- tests
 def test_every_offset_ends_as_one_rated_record_or_one_dead_letter(tmp_path: Path) -> None:
-    """R1 end to end through the real lake (Parquet parts and checkpoints on tmp_path):
+    """R1 end to end through the real lake (a Delta table on tmp_path):
     malformed messages become dead letters, everything else rated, once; the stage
     timings come from the service itself."""
     messages = traffic(400)
-    rig = make_rig(messages, lake=CheckpointedLake(Lake(tmp_path)), output=tmp_path)
+    rig = make_rig(messages, lake=PartitionTable(Lake(tmp_path)), output=tmp_path)
     stats = rig.run()
     assert stats.consumed == len(messages) == stats.rated + stats.dead_letters
     assert stats.by_reason == expected_reasons(messages)
@@ -237,14 +237,14 @@ def test_every_offset_ends_as_one_rated_record_or_one_dead_letter(tmp_path: Path
     expected = {
         "main:consume", "main:stage", "main:wait_prepared", "main:rate", "main:buffer",
         "main:flush", "decode:decode_batch", "decode:numbers", "lookup:for_numbers",
-        "writer:dead-letters-acked", "writer:files-written", "writer:checkpointed",
+        "writer:dead-letters-acked", "writer:committed",
         "writer:other",
     }  # fmt: skip
     assert expected <= set(stats.stage_seconds)
     assert all(v >= 0 for v in stats.stage_seconds.values())
     flush_points = [p for p, _ in rig.points if p.startswith("flush:")]
-    assert flush_points[:4] == [
-        "flush:start", "flush:dead-letters-acked", "flush:files-written", "flush:checkpointed",
+    assert flush_points[:3] == [
+        "flush:start", "flush:dead-letters-acked", "flush:committed",
     ]  # fmt: skip
     assert rig.consumer.closed
     assert not rig.service.assigned
