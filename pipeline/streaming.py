@@ -30,7 +30,7 @@ from pipeline.io.wire import (
     value_subject,
     wire_header,
 )
-from pipeline.refdata.redis_store import RedisReferenceReader
+from pipeline.refdata.redis_read import RedisReferenceReader
 from pipeline.runtime.checkpoint import CheckpointedLake
 from pipeline.runtime.enrich import Enricher
 from pipeline.runtime.health import redis_pinger
