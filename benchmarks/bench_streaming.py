@@ -450,7 +450,7 @@ def setup(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
 
     from pipeline.generate import write_generated
     from pipeline.refdata.generate import generate_reference_dir
-    from pipeline.refdata.redis_store import load_to_redis
+    from pipeline.refdata.redis_load import load_to_redis
     from pipeline.settings import KafkaSettings
     from pipeline.streaming import produce_files
 

@@ -128,7 +128,7 @@ def _redis_settings(url: str | None) -> RedisSettings:
 def load_reference(args: argparse.Namespace) -> ReferenceData:
     """Reference data from ``--refdata DIR`` (in-process) or ``--redis URL``."""
     if getattr(args, "redis", None):
-        from pipeline.refdata.redis_store import read_reference_from_redis
+        from pipeline.refdata.redis_read import read_reference_from_redis
 
         store = _redis_settings(args.redis)
         return read_reference_from_redis(store.client(), namespace=store.namespace)
@@ -229,7 +229,7 @@ def cmd_close_cycle(args: argparse.Namespace) -> int:
 
 
 def cmd_refdata_load(args: argparse.Namespace) -> int:
-    from pipeline.refdata.redis_store import load_to_redis
+    from pipeline.refdata.redis_load import load_to_redis
 
     store = _redis_settings(args.redis)
     version = load_to_redis(store.client(), Path(args.directory), namespace=store.namespace)

@@ -94,7 +94,7 @@ def run_demo(workdir: Path, events: int = 200_000, batch: bool = False) -> int:
 def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
     import redis as redis_lib
 
-    from pipeline.refdata.redis_store import load_to_redis
+    from pipeline.refdata.redis_load import load_to_redis
     from pipeline.settings import KafkaSettings
     from pipeline.streaming import export_dead_letters, produce_files
 

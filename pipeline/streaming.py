@@ -32,7 +32,7 @@ from pipeline.io.wire import (
 from pipeline.lake.lake import Lake
 from pipeline.lake.partitions import PartitionTable
 from pipeline.lake.tables import DEAD_PAYLOADS
-from pipeline.refdata.redis_store import RedisReferenceReader
+from pipeline.refdata.redis_read import RedisReferenceReader
 from pipeline.runtime.enrich import Enricher
 from pipeline.runtime.health import redis_pinger
 from pipeline.runtime.ports import Hook

@@ -91,7 +91,7 @@ def origin_tns(events: pa.Table, numbers: EventNumbers | None = None) -> I64:
 
 class ReferenceReader(Protocol):
     """Where the enricher reads reference data: the Redis store
-    (:class:`~pipeline.refdata.redis_store.RedisReferenceReader`) or a fake in tests."""
+    (:class:`~pipeline.refdata.redis_read.RedisReferenceReader`) or a fake in tests."""
 
     def snapshot(self) -> ReferenceData:
         """The current version's small tables (and whatever LNP it holds)."""

@@ -88,6 +88,6 @@ def dead_letters(brokers: str, topic: str) -> pa.Table:
 def load_sample_refdata(redis_url: str) -> str:
     import redis as redis_lib
 
-    from pipeline.refdata.redis_store import load_to_redis
+    from pipeline.refdata.redis_load import load_to_redis
 
     return load_to_redis(redis_lib.Redis.from_url(redis_url), SAMPLE_REFDATA_DIR)

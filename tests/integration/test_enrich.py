@@ -14,11 +14,8 @@ from pipeline.generate import generate_events
 from pipeline.rating.numbers import locate
 from pipeline.rating.rate import origin_numbers
 from pipeline.rating.reference import ReferenceData
-from pipeline.refdata.redis_store import (
-    RedisReferenceReader,
-    load_to_redis,
-    read_reference_from_redis,
-)
+from pipeline.refdata.redis_load import load_to_redis
+from pipeline.refdata.redis_read import RedisReferenceReader, read_reference_from_redis
 from pipeline.runtime.enrich import Enricher
 
 pytestmark = pytest.mark.integration

@@ -28,12 +28,11 @@ from pipeline.refdata.files import (
     read_reference_tables,
 )
 from pipeline.refdata.generate import generate_reference_dir
-from pipeline.refdata.redis_store import (
-    Keys,
+from pipeline.refdata.redis_keys import Keys, connect
+from pipeline.refdata.redis_load import load_to_redis
+from pipeline.refdata.redis_read import (
     RedisReferenceReader,
     VersionChanged,
-    connect,
-    load_to_redis,
     read_reference_from_redis,
     read_tables_from_redis,
 )

@@ -39,7 +39,8 @@ from pipeline.generate import write_generated
 from pipeline.io import kafka_clients
 from pipeline.lake.lake import Lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, directory_version, read_reference_tables
-from pipeline.refdata.redis_store import RedisReferenceReader, load_to_redis
+from pipeline.refdata.redis_load import load_to_redis
+from pipeline.refdata.redis_read import RedisReferenceReader
 from pipeline.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import InfrastructureError, ReferenceStoreError
-from pipeline.refdata.redis_store import RedisReferenceReader
+from pipeline.refdata.redis_read import RedisReferenceReader
 from pipeline.runtime.enrich import Enricher
 from tests.unit.refdata_fixture import tiny_reference
 

@@ -40,7 +40,7 @@ from pipeline.rating.numbers import parse_event_numbers
 from pipeline.rating.rate import OPTIONAL_STRINGS, REQUIRED, rate_batch
 from pipeline.rating.reference import ReferenceData
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
-from pipeline.refdata.redis_store import RedisReferenceReader
+from pipeline.refdata.redis_read import RedisReferenceReader
 from pipeline.runtime.enrich import Enricher, origin_tns
 from pipeline.tariff_files import DEFAULT_TARIFFS_DIR, load_tariff_dir
 from tests.unit.events import event, one, table
