@@ -83,6 +83,11 @@ class LakeCommitter:
         self._inflight.append(self._writer.submit(self._write_durably, flush))
 
     @property
+    def in_flight(self) -> int:
+        """Ranges submitted and not reaped yet (being written, retried or done)."""
+        return len(self._inflight)
+
+    @property
     def backlogged(self) -> bool:
         """More ranges wait for the writer than may: consumption should pause."""
         return len(self._inflight) > self.max_inflight

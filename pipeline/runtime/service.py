@@ -216,6 +216,14 @@ class StreamingService:
     def run(self) -> RunStats:
         """Consume until stopped (signal, :attr:`stopping`, or ``stop_when_idle``).
 
+        ``stop_when_idle`` (seconds): stop once that long has passed with nothing to do:
+        no message consumed, no batch staged, no write in flight, the assignment held
+        and not paused. Time paused on a dependency outage or on backpressure never
+        counts (the idle clock restarts when consumption resumes: after a pause
+        librdkafka fetches afresh, so the first polls come back empty). Whether the
+        consumer has reached the end of its partitions is not asked: the broker's high
+        watermark can trail the last batch, so it proves nothing either way.
+
         Each turn: poll, stage the new batch (its decoding starts on the decode
         thread), rate and buffer the batch staged on the turn before, submit due
         buffers. One batch is staged ahead (two, with two decode threads, measured no
@@ -224,7 +232,7 @@ class StreamingService:
         check_accounts_have_tariffs(self.enricher.snapshot(), self.tariffs)
         s = self.settings
         self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        last_message = time.monotonic()
+        idle_since = time.monotonic()
         pending: StagedBatch | None = None  # staged on the turn before, decoding
         try:
             while not self.stopping.is_set():
@@ -234,7 +242,6 @@ class StreamingService:
                 good = self._usable(messages)
                 staged = None
                 if good:
-                    last_message = now
                     if self.stats.first_message_at is None:
                         self.stats.first_message_at = now
                     staged = self.staging.stage(good, self.generation)
@@ -244,9 +251,16 @@ class StreamingService:
                 now = time.monotonic()
                 self._flush_due(now)
                 self.lag.maybe_update(now)
-                idle = time.monotonic() - last_message
-                if s.stop_when_idle is not None and idle >= s.stop_when_idle and pending is None:
-                    LOG.info("idle for %.1f s: stopping", idle)
+                now = time.monotonic()
+                if good or pending is not None or self._waiting():
+                    idle_since = now
+                idle_since = max(idle_since, self.pausing.resumed_at)
+                if s.stop_when_idle is not None and now - idle_since >= s.stop_when_idle:
+                    LOG.info(
+                        "idle for %.1f s (nothing consumed, staged or in flight, not paused): "
+                        "stopping",
+                        now - idle_since,
+                    )
                     break
             if pending is not None:  # a clean stop rates what was polled
                 batch, pending = pending, None
@@ -257,6 +271,12 @@ class StreamingService:
             finally:
                 self.close_http()
         return self.stats
+
+    def _waiting(self) -> bool:
+        """Not idle though nothing came: waiting for the group (no assignment yet, or a
+        rebalance in progress), for a dependency (an outage, backpressure) or for
+        writes in flight. ``stop_when_idle`` counts only time that is none of these."""
+        return not self.assigned or self.pausing.paused or self.committer.in_flight > 0
 
     def _consume(self, most: int) -> list[Message]:
         started = time.perf_counter()

@@ -94,8 +94,13 @@ class FakeConsumer:
         initial: list[int] | None = None,
         committed: dict[int, int] | None = None,
         chunk: int = 7,
+        refetch_s: float = 0.0,
     ) -> None:
         self.topic = topic
+        #: After ``resume``, a partition hands out nothing for this long: librdkafka
+        #: drops a paused partition's prefetched messages and fetches afresh.
+        self.refetch_s = refetch_s
+        self.resumed_at: dict[int, float] = {}
         self.initial = list(range(topic.partitions)) if initial is None else initial
         self.committed: dict[int, int] = committed if committed is not None else {}
         self.chunk = chunk
@@ -179,6 +184,8 @@ class FakeConsumer:
             for p in sorted(self.positions):
                 if p in self.paused:
                     continue
+                if time.monotonic() < self.resumed_at.get(p, float("-inf")) + self.refetch_s:
+                    continue
                 end = min(len(self.topic.logs[p]), self.positions[p] + self.chunk)
                 end = min(end, self.positions[p] + most - len(out))
                 for offset in range(self.positions[p], end):
@@ -211,7 +218,9 @@ class FakeConsumer:
         self.paused |= {tp.partition for tp in partitions if tp.partition in self.positions}
 
     def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused -= {tp.partition for tp in partitions}
+        resumed = {tp.partition for tp in partitions} & self.paused
+        self.paused -= resumed
+        self.resumed_at.update(dict.fromkeys(resumed, time.monotonic()))
 
     def seek(self, partition: TopicPartition) -> None:
         self.positions[partition.partition] = partition.offset

@@ -427,3 +427,46 @@ def test_probes_read_the_service_state() -> None:
     rig.run()
     assert (True, True) in states
     assert not rig.service.assigned
+
+
+@pytest.mark.parametrize("outage", ["redis", "slow lake"])
+def test_stop_when_idle_does_not_count_a_pause(
+    outage: str, run_log: Callable[[], list[str]]
+) -> None:
+    """Issue 11 #1: Redis goes away (or the lake stops acknowledging, so consumption
+    pauses on backpressure) for longer than ``stop_when_idle``, and after the resume
+    the consumer fetches afresh (its first polls come back empty, as librdkafka's do):
+    the service waits through the outage, resumes, finishes every message and only
+    then stops as idle. Before the fix it stopped right after the resume, the pause
+    counted as idle, with most of the topic unread."""
+    messages = traffic(600, junk=False)
+    memory = MemoryLake()
+    gated = GatedLake(memory)
+    slow = outage == "slow lake"
+    rig = make_rig(messages, lake=gated if slow else memory, stop_when_idle=0.6)
+    rig.consumer.refetch_s = 0.3
+    outage_s = 1.5
+    if slow:
+        rig.consumer.at_call(3, lambda _c: threading.Timer(outage_s, gated.gate.set).start())
+    else:
+        gated.gate.set()
+
+        def down(_consumer: FakeConsumer) -> None:
+            rig.reader.down.set()
+            threading.Timer(outage_s, rig.reader.down.clear).start()
+
+        rig.consumer.at_call(4, down)
+    started = time.monotonic()
+    stats = rig.run()
+    assert time.monotonic() - started >= outage_s
+    rig.lake = memory
+    assert_each_offset_once(rig, stats)
+    assert stats.consumed == len(messages)
+    log = run_log()
+    stops = [m for m in log if m.startswith("idle for ")]
+    assert len(stops) == 1, stops
+    if slow:
+        assert stats.stage_seconds["main:backpressure"] >= 0.6
+        assert any(m.startswith("backpressure over after ") for m in log)
+    else:
+        assert stats.stage_seconds["main:paused"] >= 0.6
