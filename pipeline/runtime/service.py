@@ -14,7 +14,15 @@ The loop only moves batches between its parts:
 
 Group membership: on assignment a partition resumes after the last offset the lake
 holds (:meth:`~.ports.LakeTable.resume_offset`); on revocation its buffer is flushed
-first and the writer drained. Every assignment change bumps :attr:`generation`: a
+first and the writer drained. A *lost* partition (the member's session timed out, e.g.
+during a broker freeze: another member may own it already) is not flushed: its buffer
+is dropped, writes not yet in progress are abandoned and nothing of it is committed
+to Kafka; whoever owns it reads the range again from the lake's offset. Each change
+is logged with counts (``assigned count=N``, ``revoked count=N``, ``lost count=N``);
+a partition that comes back to this member is logged with how long it was away
+(``partition=3 reassigned after 7.2 s``), and an assignment that lacks some of the
+partitions revoked or lost just before says which (``not reassigned to this member:
+[3]``): after a freeze the one partition that stays away longer shows in the log. Every assignment change bumps :attr:`generation`: a
 batch polled under an older one is dropped (its partitions resume from the lake, so
 its messages are read again by whoever owns them now).
 
@@ -28,8 +36,8 @@ seconds (``stage_seconds``, the profiling hook point); lag comes from :mod:`.lag
 :meth:`serve_http` exposes ``/metrics``, ``/healthz`` and ``/readyz`` (:mod:`.health`);
 :attr:`last_tick`, :attr:`assigned` and :attr:`paused_on` are what the probes read.
 
-Hook points (``hook(point, info)``, the test seam): ``group:assigned`` and
-``group:revoked`` (``info["partitions"]``), and the flush points of :mod:`.committer`
+Hook points (``hook(point, info)``, the test seam): ``group:assigned``,
+``group:revoked`` and ``group:lost`` (``info["partitions"]``), and the flush points of :mod:`.committer`
 (``flush:start``, ``flush:dead-letters-acked``, ``flush:files-written``,
 ``flush:checkpointed``).
 """
@@ -107,6 +115,8 @@ class StreamingService:
         self.assigned = False
         self.http: ObservabilityServer | None = None
         self._loop_tick = time.monotonic()  # liveness: the loop's last turn
+        self._unassigned_at: dict[int, float] = {}  # partition -> revoked or lost at
+        self._last_unassigned: list[int] = []  # of the last revocation or loss
         stages = StageClock(self.stats, self.metrics)
         self.stages = stages
         self.lag = LagMonitor(consumer, settings.topic, self.stats, self.metrics)
@@ -158,8 +168,36 @@ class StreamingService:
         self.consumer.assign(partitions)
         self.pausing.assigned(partitions)
         self.assigned = True
-        LOG.info("assigned partitions=%s", [(tp.partition, tp.offset) for tp in partitions])
-        self._hook("group:assigned", partitions=[tp.partition for tp in partitions])
+        numbers = [tp.partition for tp in partitions]
+        LOG.info(
+            "assigned count=%d partitions=%s",
+            len(partitions),
+            [(tp.partition, tp.offset) for tp in partitions],
+        )
+        now = time.monotonic()
+        for p in numbers:
+            since = self._unassigned_at.pop(p, None)
+            if since is not None:
+                LOG.info("partition=%d reassigned after %.1f s", p, now - since)
+        missing = sorted(set(self._last_unassigned) - set(numbers))
+        if missing:
+            LOG.info(
+                "not reassigned to this member: %s (unassigned %.1f s ago; another member "
+                "may hold them)",
+                missing,
+                now - max(self._unassigned_at.get(p, now) for p in missing),
+            )
+        self._last_unassigned = []
+        self._hook("group:assigned", partitions=numbers)
+
+    def _unassigned(self, partitions: list[int]) -> None:
+        """Bookkeeping shared by revocation and loss."""
+        self.consumer.unassign()
+        self.assigned = False
+        self.lag.forget(partitions)
+        now = time.monotonic()
+        self._unassigned_at.update(dict.fromkeys(partitions, now))
+        self._last_unassigned = list(partitions)
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self.generation += 1
@@ -170,11 +208,32 @@ class StreamingService:
         # The next owner must find every range we wrote committed, and no write of
         # ours may land after it starts: wait for the writer (abandoning retries).
         self.committer.drain(REVOKE_DRAIN_S)
-        self.consumer.unassign()
-        self.assigned = False
-        self.lag.forget([tp.partition for tp in partitions])
-        LOG.info("revoked partitions=%s", [tp.partition for tp in partitions])
-        self._hook("group:revoked", partitions=[tp.partition for tp in partitions])
+        numbers = [tp.partition for tp in partitions]
+        self._unassigned(numbers)
+        LOG.info("revoked count=%d partitions=%s", len(numbers), numbers)
+        self._hook("group:revoked", partitions=numbers)
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions lost: not flushed, nothing committed (see the module docstring)."""
+        self.generation += 1  # the batch staged now is dropped too
+        numbers = [tp.partition for tp in partitions]
+        dropped = 0
+        for p in numbers:
+            buffer = self.buffers.pop(p)
+            if buffer is not None:
+                dropped += buffer.rows
+        abandoned = self.committer.abandon(frozenset(numbers))
+        self._unassigned(numbers)
+        LOG.warning(
+            "lost count=%d partitions=%s (session timed out; another member may own them): "
+            "dropped buffered records=%d, abandoned writes=%d, nothing committed; their "
+            "owner reads them again from the lake's offsets",
+            len(numbers),
+            numbers,
+            dropped,
+            abandoned,
+        )
+        self._hook("group:lost", partitions=numbers)
 
     # --------------------------------------------------------------- observability
     def serve_http(
@@ -231,7 +290,9 @@ class StreamingService:
         """
         check_accounts_have_tariffs(self.enricher.snapshot(), self.tariffs)
         s = self.settings
-        self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer.subscribe(
+            [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         idle_since = time.monotonic()
         pending: StagedBatch | None = None  # staged on the turn before, decoding
         try:

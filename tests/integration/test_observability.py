@@ -371,3 +371,50 @@ def test_readyz_follows_redis(kafka_broker: EmbeddedKafka, tmp_path: Path) -> No
         stats = worker.stop()
     assert stats.rated == len(events)
     assert stats.dead_letters == 0
+
+
+@pytest.mark.parametrize("fmt", ["kv", "json"])
+def test_librdkafka_lines_go_through_the_service_logging(
+    fmt: str, log_capture: Callable[[str], io.StringIO], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11 #3: a consumer and a producer pointed at a port where no broker listens
+    (what a broker freeze looks like from the client): librdkafka's ``FAIL`` lines and
+    its client errors come through the ``pipeline`` logging in the chosen format, at
+    WARNING, redacted (the client id here holds a phone-number-like run), and nothing
+    raw (``%3|...|FAIL|``) reaches stderr."""
+    buf = log_capture(fmt)
+    kafka = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", client_id="cdr-2125550123")
+    consumer = kafka_clients.consumer(kafka, unique("g"))
+    consumer.subscribe(["nowhere"])
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        consumer.poll(0.1)
+    consumer.close()
+    producer = kafka_clients.producer(kafka)
+    producer.produce("nowhere", b"x")
+    producer.flush(1.0)
+    text = buf.getvalue()
+    lines = [line for line in text.splitlines() if line]
+    if fmt == "json":
+        docs = [json.loads(line) for line in lines]
+        kafka_lines = [d for d in docs if d["logger"] == "pipeline.io.kafka_clients"]
+        fails = [d for d in kafka_lines if d.get("facility") == "FAIL"]
+        assert fails, text
+        assert {d["level"] for d in fails} == {"WARNING"}
+        assert all(d["msg"].startswith("librdkafka: ") for d in fails)
+        clients = {re.sub(r"-[0-9]+$", "", d["client"]) for d in fails}
+        assert clients == {"cdr-<number>#consumer", "cdr-<number>#producer"}, fails[:2]
+        assert any(d.get("code") == "_ALL_BROKERS_DOWN" for d in kafka_lines), text
+    else:
+        kv = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) ([\w.]+) (.*)$")
+        parsed = [kv.match(line) for line in lines]
+        assert all(parsed), [line for line, m in zip(lines, parsed, strict=True) if not m]
+        fails = [m for m in parsed if m and " facility=FAIL " in m.group(3)]
+        assert fails, text
+        assert {m.group(1) for m in fails} == {"WARNING"}
+        assert {m.group(2) for m in fails} == {"pipeline.io.kafka_clients"}
+        assert any("client=cdr-<number>#producer-" in m.group(3) for m in fails), text
+        assert "kafka client error: 1/1 brokers are down code=_ALL_BROKERS_DOWN" in text
+    assert "2125550123" not in text
+    err = capfd.readouterr().err
+    assert "|FAIL|" not in err, "a raw librdkafka line reached stderr"

@@ -115,6 +115,7 @@ class FakeConsumer:
         self._assigned: list[int] | None = None
         self._on_assign: Rebalance | None = None
         self._on_revoke: Rebalance | None = None
+        self._on_lost: Rebalance | None = None
         self._script: dict[int, list[Callable[[FakeConsumer], None]]] = {}
         self._watchers: list[Callable[[FakeConsumer, str], None]] = []
 
@@ -140,6 +141,18 @@ class FakeConsumer:
                 self, [TopicPartition(self.topic.name, p, OFFSET_INVALID) for p in partitions]
             )
 
+    def lose(self) -> None:
+        """The session timed out: the whole assignment is lost (``on_lost``, or
+        ``on_revoke`` without one, as confluent-kafka does). Call it from an
+        :meth:`at_call` action; :meth:`rebalance` then gives a new assignment."""
+        if self._assigned is None:
+            return
+        lost = [TopicPartition(self.topic.name, p) for p in self._assigned]
+        callback = self._on_lost if self._on_lost is not None else self._on_revoke
+        self._assigned = None
+        if callback is not None:
+            callback(self, lost)
+
     def _turn(self, method: str) -> None:
         if self.closed:
             raise RuntimeError("consumer closed")
@@ -157,9 +170,10 @@ class FakeConsumer:
         topics: list[str],
         on_assign: Rebalance | None = None,
         on_revoke: Rebalance | None = None,
+        on_lost: Rebalance | None = None,
     ) -> None:
         assert topics == [self.topic.name]
-        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         self._turn("consume")
