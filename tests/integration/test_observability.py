@@ -418,3 +418,75 @@ def test_librdkafka_lines_go_through_the_service_logging(
     assert "2125550123" not in text
     err = capfd.readouterr().err
     assert "|FAIL|" not in err, "a raw librdkafka line reached stderr"
+
+
+def test_redis_outage_is_logged_by_cause_and_is_not_idleness(
+    kafka_broker: EmbeddedKafka, tmp_path: Path, log_capture: Callable[[str], io.StringIO]
+) -> None:
+    """Issue 11 #1 and #2 against a real broker and a real Redis, stopped for longer
+    than ``stop_when_idle``: the service waits through the outage (it does not stop
+    as idle), resumes, rates everything, and only then stops by itself. The log names
+    Redis when the pause starts and when it ends, with how long it lasted, once each:
+    no other dependency named, no old error repeated after the resume."""
+    buf = log_capture("kv")
+    brokers = kafka_broker.bootstrap
+    topic = unique("outage-log")
+    schema = load_call_event_schema()
+    first = [
+        event(call_id=f"a-{i}", account_id="ACC-1001", calling_number=f"+1212555{i:04d}")
+        for i in range(200)
+    ]
+    second = [
+        event(call_id=f"b-{i}", account_id="ACC-1002", calling_number=f"+1312555{i:04d}")
+        for i in range(300)
+    ]
+    lake = tmp_path / "lake"
+    outage_s = 9.0
+    with embedded_redis() as redis:
+        load_sample_refdata(redis.url)
+        kafka_clients.ensure_topic(KafkaSettings(brokers=brokers), topic, 2)
+        # small polls: most of the second batch is still waiting when Redis goes away
+        settings = settings_for(
+            brokers, redis.url, lake, topic, stop_when_idle=5.0, batch={"poll_max_messages": 40}
+        )
+        worker = ServiceThread(settings)
+        worker.service.enricher._version_check_s = 0.1
+        produce_raw(
+            brokers, topic, [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in first]
+        )
+        worker.start()
+        _wait(lambda: lake_rated(lake).num_rows == len(first), 60, "first events rated")
+        redis.stop()
+        stopped_at = time.monotonic()
+        produce_raw(
+            brokers, topic, [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in second]
+        )
+        time.sleep(outage_s)
+        assert worker.is_alive(), "stopped as idle while paused on Redis"
+        assert lake_rated(lake).num_rows == len(first)
+        redis.restart()
+        load_sample_refdata(redis.url)
+        outage = time.monotonic() - stopped_at
+        worker.join(60)
+        assert not worker.is_alive(), "did not stop by itself once idle"
+    assert worker.error is None
+    assert worker.stats is not None and worker.stats.dead_letters == 0
+    assert worker.stats.consumed == len(first) + len(second), "stopped with messages waiting"
+    assert lake_rated(lake).num_rows == len(first) + len(second)
+    messages = [
+        line.split(" ", 4)[2:] for line in buf.getvalue().splitlines() if line.count(" ") >= 4
+    ]
+    down = [m for m in messages if " unavailable, " in m[2]]
+    back = [m for m in messages if " back after " in m[2]]
+    assert len(down) == 1, down
+    assert down[0][0] == "WARNING"
+    assert down[0][2].startswith("redis unavailable, pausing consumption: ")
+    assert len(back) == 1, back
+    assert back[0][0] == "INFO"
+    assert back[0][2].startswith("redis back after ")
+    assert back[0][2].endswith(": resuming consumption")
+    seconds = float(back[0][2].removeprefix("redis back after ").split(" ")[0])
+    assert outage_s - 1 <= seconds <= outage + 5
+    assert not any("schema registry" in m[2] for m in messages)
+    idle = [m for m in messages if m[2].startswith("idle for ")]
+    assert len(idle) == 1, idle
