@@ -242,6 +242,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         stop_when_idle=getattr(args, "stop_when_idle", None),
         schema_registry=getattr(args, "schema_registry", None),
         metrics_port=getattr(args, "metrics_port", None),
+        metrics_host=getattr(args, "metrics_host", None),
         kafka={k: v for k, v in kafka.items() if v is not None},
         redis={k: v for k, v in redis.items() if v is not None},
     )
@@ -468,7 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="lake directory")
     p.add_argument("--dead-letter-topic")
     p.add_argument("--stop-when-idle", type=float, metavar="SECONDS")
-    p.add_argument("--metrics-port", type=int)
+    p.add_argument(
+        "--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port"
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="ADDRESS",
+        help="address to serve them on (default 0.0.0.0: all interfaces; 127.0.0.1: this "
+        "machine only)",
+    )
     p.set_defaults(func=cmd_run)
 
     dl = sub.add_parser("dead-letters", help="dead-letter topic: export, replay").add_subparsers(

@@ -470,7 +470,8 @@ def test_redis_outage_is_logged_by_cause_and_is_not_idleness(
         worker.join(60)
         assert not worker.is_alive(), "did not stop by itself once idle"
     assert worker.error is None
-    assert worker.stats is not None and worker.stats.dead_letters == 0
+    assert worker.stats is not None
+    assert worker.stats.dead_letters == 0
     assert worker.stats.consumed == len(first) + len(second), "stopped with messages waiting"
     assert lake_rated(lake).num_rows == len(first) + len(second)
     messages = [
