@@ -17,14 +17,17 @@ holds (:meth:`~.ports.LakeTable.resume_offset`); on revocation its buffer is flu
 first and the writer drained. A *lost* partition (the member's session timed out, e.g.
 during a broker freeze: another member may own it already) is not flushed: its buffer
 is dropped, writes not yet in progress are abandoned and nothing of it is committed
-to Kafka; whoever owns it reads the range again from the lake's offset. Each change
-is logged with counts (``assigned count=N``, ``revoked count=N``, ``lost count=N``);
-a partition that comes back to this member is logged with how long it was away
-(``partition=3 reassigned after 7.2 s``), and an assignment that lacks some of the
-partitions revoked or lost just before says which (``not reassigned to this member:
-[3]``): after a freeze the one partition that stays away longer shows in the log. Every assignment change bumps :attr:`generation`: a
-batch polled under an older one is dropped (its partitions resume from the lake, so
-its messages are read again by whoever owns them now).
+to Kafka; whoever owns it reads the range again from the lake's offset. Every
+assignment change bumps :attr:`generation`: a batch polled under an older one is
+dropped (its partitions resume from the lake, so its messages are read again by
+whoever owns them now).
+
+Each change is logged with counts (``assigned count=N``, ``revoked count=N``,
+``lost count=N``). Partitions that come back to this member are logged with how long
+they were away (``partitions=[3] reassigned after 7.2 s``, one line per duration),
+and an assignment that lacks some of the partitions revoked or lost just before says
+which (``not reassigned to this member: [3]``): after a freeze, the partition that
+stays away longer than the others shows in the log.
 
 Everything with I/O is injected (:mod:`.ports`): :func:`pipeline.streaming.build_service`
 builds the real consumer, dead-letter producer, lake and enricher; unit tests use
@@ -175,10 +178,13 @@ class StreamingService:
             [(tp.partition, tp.offset) for tp in partitions],
         )
         now = time.monotonic()
+        back: dict[str, list[int]] = {}  # "7.2" -> the partitions away that long
         for p in numbers:
             since = self._unassigned_at.pop(p, None)
             if since is not None:
-                LOG.info("partition=%d reassigned after %.1f s", p, now - since)
+                back.setdefault(f"{now - since:.1f}", []).append(p)
+        for seconds, group in sorted(back.items(), key=lambda kv: float(kv[0])):
+            LOG.info("partitions=%s reassigned after %s s", group, seconds)
         missing = sorted(set(self._last_unassigned) - set(numbers))
         if missing:
             LOG.info(

@@ -511,7 +511,7 @@ def test_lost_partitions_are_not_flushed_and_come_back_logged(
     assert dropped > 0, "nothing was buffered when the assignment was lost"
     assert "assigned count=1 partitions=[(0, " in "\n".join(log)
     assert any(m.startswith("not reassigned to this member: [1] ") for m in log), log
-    back = [m for m in log if m.startswith("partition=1 reassigned after ")]
+    back = [m for m in log if m.startswith("partitions=[1] reassigned after ")]
     assert len(back) == 1, back
     assert float(back[0].split(" after ")[1].split(" ")[0]) >= 0.3
     assert any(m.startswith("revoked count=1 partitions=[0]") for m in log)
