@@ -107,7 +107,7 @@ def produce_files(
 def build_service(settings: Settings, hook: Hook | None = None) -> StreamingService:
     """A ready-to-run :class:`StreamingService` from settings. With
     ``settings.metrics_port`` it already serves ``/metrics``, ``/healthz`` and
-    ``/readyz`` on that port (all interfaces) until its ``run()`` returns."""
+    ``/readyz`` on that port of ``settings.metrics_host`` until its ``run()`` returns."""
     tariffs = load_tariff_dir(settings.tariffs)
     client = settings.redis.client()
     enricher = Enricher(RedisReferenceReader(client, namespace=settings.redis.namespace))
@@ -130,7 +130,11 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
         hook=hook,
     )
     if settings.metrics_port is not None:  # /metrics, /healthz, /readyz until run() returns
-        service.serve_http(settings.metrics_port, redis_ping=redis_pinger(settings.redis))
+        service.serve_http(
+            settings.metrics_port,
+            host=settings.metrics_host,
+            redis_ping=redis_pinger(settings.redis),
+        )
     return service
 
 
