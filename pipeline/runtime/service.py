@@ -169,6 +169,8 @@ class StreamingService:
         # The next owner must find every range we wrote committed, and no write of
         # ours may land after it starts: wait for the writer (abandoning retries).
         self.committer.drain(REVOKE_DRAIN_S)
+        # Ranges fenced until now need no re-sync: what is assigned next resumes from the lake.
+        self.committer.take_fenced()
         self.consumer.unassign()
         self.assigned = False
         self.lag.forget([tp.partition for tp in partitions])
@@ -351,8 +353,7 @@ class StreamingService:
         )
         if not assignment:
             return
-        self._on_revoke(self.consumer, assignment)
-        self.committer.take_fenced()  # ranges refused while draining: re-read below
+        self._on_revoke(self.consumer, assignment)  # ranges refused while draining: re-read below
         for tp in assignment:
             tp.offset = OFFSET_INVALID  # the lake's offset, else the group's committed one
         self._on_assign(self.consumer, assignment)
