@@ -15,10 +15,13 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
    ``stop_when_idle``), nothing in it replaced or wrapped. Rated CDR/s = events /
    (last flush - first message processed). The stage profile is the service's own
    ``RunStats.stage_seconds`` (:mod:`pipeline.runtime.stats`); progress comes from its
-   documented hook points (``group:assigned``, ``flush:committed``).
+   documented hook points (``group:assigned``, ``flush:committed``). Table commit
+   latency p50/p99: the duration of each Delta commit (rows + offset) of a flush, from
+   ``RunStats.commit_seconds`` (the ``writer:committed`` step, commit by commit).
 4. **latency** -- a fresh service child consumes a second topic while this process
    produces ``--latency-events`` at ``--latency-rate`` events/s; event-to-lake latency
-   p50/p99 (Kafka CreateTime to the Delta commit holding the rows and the offset).
+   p50/p99 (Kafka CreateTime to the Delta commit holding the rows and the offset), and
+   the table commit latency at that steady rate.
 5. **baseline** -- :func:`benchmarks.baseline.run_baseline_consumer` (fastavro per
    message, per-record Python rating, one Redis HGET per origin, Parquet from dicts)
    on the first ``--baseline-events`` of the same topic; its rows are then compared
@@ -241,6 +244,15 @@ def _percentiles(latencies: list[npt.NDArray[np.int64]]) -> dict[str, float]:
     return {"p50": p50, "p90": p90, "p99": p99, "max": float(values.max()), "n": int(values.size)}
 
 
+def _commit_ms(seconds: Any) -> dict[str, float]:
+    """p50/p90/p99/max (ms) of the lake commits' durations (``RunStats.commit_seconds``)."""
+    values = np.fromiter(seconds, np.float64) * 1000.0
+    if values.size == 0:
+        return {}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99]).tolist()
+    return {"p50": p50, "p90": p90, "p99": p99, "max": float(values.max()), "n": int(values.size)}
+
+
 def service_child(config: dict[str, Any], out: Any) -> None:
     """One consumer process of the real service (spawned). Reports to ``out`` (a queue):
     ``("assigned", n)``, ``("progress", events)``, and finally ``("done", results)``.
@@ -279,6 +291,7 @@ def service_child(config: dict[str, Any], out: Any) -> None:
         "finished": finished,
         "busy_seconds": stats.busy_seconds,
         "latency_ms": _percentiles(stats.latencies_ms),
+        "commit_ms": _commit_ms(stats.commit_seconds),
         "peak_rss_mb": peak_rss_mb(),
         "cpu_s": process_cpu_s(os.getpid()),
         "enrich_hit_rate": service.enricher.hit_rate,
@@ -580,6 +593,7 @@ def service_phase(env: Env, opts: Options, progress: Bar, produced: int) -> dict
         "flushes": r["flushes"],
         "files": r["files"],
         "enrich_hit_rate": r["enrich_hit_rate"],
+        "commit_ms": r["commit_ms"],
         "stage_seconds": r["stage_seconds"],
         "stage_profile": stage_profile(r, span),
     }
@@ -663,6 +677,7 @@ def latency_phase(env: Env, opts: Options, progress: Bar) -> dict[str, Any]:
         "max_age_s": opts.max_age_s,
         "peak_rss_mb": r["peak_rss_mb"],
         "flushes": r["flushes"],
+        "commit_ms": r["commit_ms"],
     }
 
 
@@ -880,6 +895,14 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
         f"{lat['offered_rate'] / max(s['cdr_per_s'], 1):.0%} of the measured throughput), "
         f"max_age_s={lat['max_age_s']}",
     )
+    for label, phase in (("full speed", s), ("latency run", lat)):
+        commit = phase.get("commit_ms") or {}
+        main.add_row(
+            f"table commit p50 / p99 ({label})",
+            f"{_fmt(commit.get('p50'), 1)} / {_fmt(commit.get('p99'), 1)} ms",
+            f"{commit.get('n', 0):,} Delta commits (rows + offset, one per flush), "
+            f"max {_fmt(commit.get('max'), 1)} ms",
+        )
     main.add_row(
         "peak RSS service", _fmt(s["peak_rss_mb"], 0, " MB"), "VmHWM of the consumer process"
     )

@@ -21,6 +21,8 @@ name                                       type       labels / meaning
 ``cdr_flushes_total``                      counter    topic; flushed offset ranges
 ``cdr_batch_seconds``                      histogram  decode + enrich + rate of one poll
 ``cdr_flush_seconds``                      histogram  dead letters + Delta commit (rows + offset)
+``cdr_lake_commit_seconds``                histogram  one Delta commit of a flush (rows + offset)
+``cdr_ranges_fenced_total``                counter    topic, partition; ranges the lake refused
 ``cdr_event_to_lake_seconds``              histogram  Kafka message timestamp -> durable
 ``cdr_consumer_lag``                       gauge      topic, partition; high watermark - position
 ``cdr_last_durable_offset``                gauge      topic, partition; last offset in the lake
@@ -189,6 +191,12 @@ class ServiceMetrics:
         self.flush_seconds = Histogram(
             "cdr_flush_seconds",
             "Seconds to flush one partition range: dead letters, lake commit.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.lake_commit_seconds = Histogram(
+            "cdr_lake_commit_seconds",
+            "Seconds of one lake commit: a flush's rows and offset in one Delta commit.",
             buckets=DURATION_BUCKETS,
             registry=r,
         )

@@ -301,8 +301,8 @@ class Lake:
         held = table.transaction_version(app)
         if held != expected:
             raise FencedError(
-                f"{topic}[{partition}] offsets {first}-{last} not committed: the lake holds "
-                f"offset {held} for it, this member expected {expected} (another member "
+                f"{topic}[{partition}] offsets={first}-{last} not committed: the lake holds "
+                f"offset={held} for it, this member expected offset={expected} (another member "
                 "owns the partition now)"
             )
         try:
@@ -312,8 +312,8 @@ class Lake:
             now = self.transaction_version(RATED, app)
             if now != expected:
                 raise FencedError(
-                    f"{topic}[{partition}] offsets {first}-{last} not committed: another "
-                    f"member committed offset {now} for it concurrently"
+                    f"{topic}[{partition}] offsets={first}-{last} not committed: another "
+                    f"member committed offset={now} for it concurrently"
                 ) from exc
             raise SinkError(f"commit of {topic}[{partition}] failed: {exc}") from exc
         return table.version()

@@ -74,7 +74,7 @@ class PartitionTable:
         with self._lock:
             if key in self._fenced:
                 raise FencedError(
-                    f"{topic}[{partition}] offsets {first}-{last} not committed: the "
+                    f"{topic}[{partition}] offsets={first}-{last} not committed: the "
                     "partition was fenced by an earlier range and is not re-synced yet"
                 )
             expected = self._expected.get(key)

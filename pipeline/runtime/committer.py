@@ -207,6 +207,9 @@ class LakeCommitter:
             nonlocal step_started
             now = time.perf_counter()
             self.stages.add(f"writer:{step}", now - step_started)
+            if step == "committed":  # the lake commit itself (rows + offset)
+                self.stats.record_commit(now - step_started)
+                self.metrics.lake_commit_seconds.observe(now - step_started)
             step_started = now
             if self.hook is not None:
                 self.hook(f"flush:{step}", dict(info))

@@ -213,6 +213,8 @@ class StreamingService:
         # The next owner must find every range we wrote committed, and no write of
         # ours may land after it starts: wait for the writer (abandoning retries).
         self.committer.drain(REVOKE_DRAIN_S)
+        # Ranges fenced until now need no re-sync: what is assigned next resumes from the lake.
+        self.committer.take_fenced()
         numbers = [tp.partition for tp in partitions]
         self._unassigned(numbers)
         LOG.info("revoked count=%d partitions=%s", len(numbers), numbers)
@@ -228,6 +230,7 @@ class StreamingService:
             if buffer is not None:
                 dropped += buffer.rows
         abandoned = self.committer.abandon(frozenset(numbers))
+        self.committer.take_fenced()  # as on revocation: the next assignment resumes from the lake
         self._unassigned(numbers)
         LOG.warning(
             "lost count=%d partitions=%s (session timed out; another member may own them): "
@@ -438,8 +441,7 @@ class StreamingService:
         )
         if not assignment:
             return
-        self._on_revoke(self.consumer, assignment)
-        self.committer.take_fenced()  # ranges refused while draining: re-read below
+        self._on_revoke(self.consumer, assignment)  # ranges refused while draining: re-read below
         for tp in assignment:
             tp.offset = OFFSET_INVALID  # the lake's offset, else the group's committed one
         self._on_assign(self.consumer, assignment)

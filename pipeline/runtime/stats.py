@@ -27,6 +27,10 @@ stage                          time spent
                                (statistics, metrics, log line)
 =============================  ============================================================
 
+Each lake commit's own duration (the ``writer:committed`` step of one flush) is also
+kept, the most recent :attr:`RunStats.max_commit_samples` of them
+(:meth:`RunStats.commit_percentiles`; the histogram ``cdr_lake_commit_seconds``).
+
 The ``main:*`` stages are sequential on the main thread; the other threads run
 concurrently with it, so their totals show how busy each thread is.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,9 +72,14 @@ class RunStats:
 
     #: At most this many recent latency samples are kept (a long run must not grow).
     max_latency_samples: int = 2_000_000
+    #: Seconds of each lake commit (the ``writer:committed`` step), most recent only.
+    commit_seconds: deque[float] = field(default_factory=deque)
+    #: At most this many recent commit durations are kept.
+    max_commit_samples: int = 100_000
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self.commit_seconds = deque(self.commit_seconds, maxlen=self.max_commit_samples)
 
     def add_stage(self, stage: str, seconds: float) -> None:
         """Add ``seconds`` to ``stage`` (any thread)."""
@@ -116,6 +126,17 @@ class RunStats:
         if values.size == 0:
             return (0.0, 0.0)
         return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+    def record_commit(self, seconds: float) -> None:
+        """Keep the duration of one lake commit (the most recent samples only)."""
+        self.commit_seconds.append(seconds)
+
+    def commit_percentiles(self) -> tuple[float, float]:
+        """Lake commit duration (ms): p50, p99 over the recent commits."""
+        if not self.commit_seconds:
+            return (0.0, 0.0)
+        p50, p99 = np.percentile(np.fromiter(self.commit_seconds, np.float64), [50, 99]) * 1000
+        return float(p50), float(p99)
 
 
 class StageClock:

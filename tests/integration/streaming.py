@@ -12,7 +12,8 @@ import pyarrow as pa
 from confluent_kafka import Producer
 
 from pipeline.io import kafka_clients
-from pipeline.lake.lake import Lake
+from pipeline.lake.lake import Lake, partition_app_id
+from pipeline.lake.tables import RATED
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR
 from pipeline.runtime.service import Hook, RunStats, StreamingService
 from pipeline.settings import KafkaSettings, Settings, load_settings
@@ -76,10 +77,47 @@ def produce_raw(
     kafka_clients.flush_or_raise(prod, 60, "test produce")
 
 
-def lake_rated(lake: Path) -> pa.Table:
+def lake_rated(lake: Path | str | Lake) -> pa.Table:
     """Every rated record of a lake (all cycles), with billing_cycle."""
-    parts = [Lake(lake).read_rated(c) for c in Lake(lake).cycles()]
-    return pa.concat_tables(parts) if parts else Lake(lake).read_rated("0000-00")
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    parts = [lake.read_rated(c) for c in lake.cycles()]
+    return pa.concat_tables(parts) if parts else lake.read_rated("0000-00")
+
+
+def lake_offsets(lake: Path | str | Lake, topic: str, partitions: int) -> dict[int, int | None]:
+    """The last offset the lake holds per partition (its application transactions)."""
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    return {
+        p: lake.transaction_version(RATED, partition_app_id(topic, p)) for p in range(partitions)
+    }
+
+
+def assert_each_event_once(rated: pa.Table, dead: pa.Table, produced: int, partitions: int) -> None:
+    """R1 through the group: each produced event is in the lake exactly once (by
+    partition and offset) or a dead letter, never both, never lost, and every
+    partition's offsets are contiguous from 0 (no gap)."""
+    rated_keys = list(
+        zip(
+            rated.column("source_partition").to_pylist(),
+            rated.column("source_offset").to_pylist(),
+            strict=True,
+        )
+    )
+    dead_keys = list(
+        zip(
+            dead.column("source_partition").to_pylist(),
+            dead.column("source_offset").to_pylist(),
+            strict=True,
+        )
+    )
+    assert len(rated_keys) == len(set(rated_keys)), "an event is in the lake twice"
+    assert len(dead_keys) == len(set(dead_keys))
+    assert not set(rated_keys) & set(dead_keys), "an event is both rated and dead-lettered"
+    got = set(rated_keys) | set(dead_keys)
+    assert len(got) == produced, f"{produced - len(got)} event(s) lost"
+    for part in range(partitions):
+        offsets = sorted(o for q, o in got if q == part)
+        assert offsets == list(range(len(offsets))), f"a gap in partition {part}"
 
 
 def dead_letters(brokers: str, topic: str) -> pa.Table:
