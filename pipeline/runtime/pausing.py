@@ -145,10 +145,16 @@ class Pausing:
             return self._holds > 0 or bool(self._outages)
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
-        """Main thread, right after ``assign``: keep new partitions paused while the
-        assignment is."""
-        if self._holds and partitions:
+        """Main thread, right after ``assign``: new partitions are paused while the
+        assignment is, and explicitly resumed otherwise (librdkafka keeps a partition's
+        pause across unassign and assign: one paused by a hold that a lost session
+        interrupted would otherwise never be fetched again)."""
+        if not partitions:
+            return
+        if self._holds:
             self.consumer.pause(partitions)
+        else:
+            self.consumer.resume(partitions)
 
     # ------------------------------------------------------------------ policies
     def retry(
