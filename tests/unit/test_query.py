@@ -803,3 +803,39 @@ def test_scans_read_ahead_little(lake: Lake) -> None:
     options = views.scan_options(call)
     assert {k: options[k] for k in views.SCAN_OPTIONS} == views.SCAN_OPTIONS
     assert views.scan_options({"batch_readahead": 16})["batch_readahead"] == 16
+
+
+def test_readers_agree_per_cycle_with_partition_pruning(lake: Lake) -> None:
+    """Issue 9 item 8 (docs/analytics.md): DuckDB, polars and pyarrow read the same sums
+    per billing cycle, exact, and a billing_cycle filter reads only that cycle's folder.
+    (pandas is not a dependency; ``to_pandas`` is pyarrow's, checked in the docs only.)"""
+    import polars as pl
+    from deltalake import DeltaTable
+
+    uri = lake.table_uri("rated_calls")
+    data = DeltaTable(uri).to_pyarrow_dataset()
+    for cycle in lake.cycles():
+        where = pc.field("billing_cycle") == cycle
+        files = [f.path for f in data.get_fragments(filter=where)]
+        assert files
+        assert all(f"billing_cycle={cycle}/" in f for f in files)
+        arrow = data.to_table(columns=["total_charge"], filter=where)
+        want = pc.sum(arrow.column("total_charge")).as_py()
+        con = duckdb.connect()
+        try:
+            con.register("calls", data)
+            duck = con.execute(
+                "SELECT count(*), sum(total_charge) FROM calls WHERE billing_cycle = ?", [cycle]
+            ).fetchall()
+        finally:
+            con.close()
+        polars = (
+            pl.scan_delta(uri)
+            .filter(pl.col("billing_cycle") == cycle)
+            .select(pl.len(), pl.col("total_charge").sum())
+            .collect()
+        )
+        assert duck == [(arrow.num_rows, want)]
+        assert (polars.item(0, 0), polars.item(0, 1)) == (arrow.num_rows, want)
+        assert sum(arrow.column("total_charge").to_pylist(), D(0)) == want
+        assert isinstance(want, D)
