@@ -839,3 +839,25 @@ def test_readers_agree_per_cycle_with_partition_pruning(lake: Lake) -> None:
         assert (polars.item(0, 0), polars.item(0, 1)) == (arrow.num_rows, want)
         assert sum(arrow.column("total_charge").to_pylist(), D(0)) == want
         assert isinstance(want, D)
+
+
+def test_memory_limit_setting(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CDR_QUERY_MEMORY_LIMIT caps DuckDB; a malformed value is refused naming it, and an
+    analyst query over the limit (nothing spills) fails with a message naming it."""
+    monkeypatch.setenv("CDR_QUERY_MEMORY_LIMIT", "lots")
+    assert main(["query", "SELECT 1", "--lake", lake.uri]) == 2
+    assert "CDR_QUERY_MEMORY_LIMIT" in capsys.readouterr().err
+    monkeypatch.setenv("CDR_QUERY_MEMORY_LIMIT", "64MiB")
+    con = open_lake(lake, analyst=True)
+    try:
+        [(limit,)] = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    finally:
+        con.close()
+    assert limit == "64.0 MiB"
+    sql = "SELECT count(DISTINCT x) FROM (SELECT x::VARCHAR || 'padding' AS x FROM range(30000000) t(x))"
+    assert main(["query", sql, "--lake", lake.uri, "--analyst"]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory" in err
+    assert "CDR_QUERY_MEMORY_LIMIT" in err
