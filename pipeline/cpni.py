@@ -104,8 +104,18 @@ _OPS = re.compile(rf"(?P<keep>{_ISO_DATE}|{_OPERATIONAL})|{NUMBER_LIKE}")
 _ASCII_SEPARATOR = r"[ \t./()\[\]-]"
 ASCII_NUMBER_LIKE = rf"\+?\(?[0-9](?:{_ASCII_SEPARATOR}*[0-9]){{{MIN_DIGITS - 1},}}"
 #: Values :func:`mask_text_array` hands to Python: any non-ASCII character, or
-#: something that may be an ISO date (kept, which one RE2 replacement cannot express).
+#: something that may be an ISO date (kept, which one RE2 replacement cannot express) ...
 _NEEDS_PYTHON = r"[^\x00-\x7f]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_NON_ASCII = r"[^\x00-\x7f]"
+_ASCII_ISO = (
+    r"(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"(?:[T ][0-2][0-9]:[0-5][0-9](?::[0-5][0-9](?:[.,][0-9]{1,9})?)?"
+    r"(?:Z|[+-][0-2][0-9]:?[0-5][0-9])?)?"
+)
+#: ... except an ASCII value whose only digits are one ISO date or instant that no
+#: plus or parenthesis precedes (``standard@2026-11-16T00:00:00Z``, a tariff version on
+#: every rated call): :func:`mask_text` keeps it whole, and RE2 can tell.
+ASCII_KEEP = rf"^(?:[^0-9]*[^0-9+(])?{_ASCII_ISO}[^0-9]*$"
 
 
 def _keep_or_redact(match: re.Match[str]) -> str:
@@ -167,24 +177,36 @@ def mask_number_macro_sql() -> str:
 
 def mask_text_macro_sql(python_function: str) -> str:
     """The SQL of a DuckDB macro ``mask_text(s)``: :func:`mask_text`, by RE2 in DuckDB for
-    ASCII values without a date (:data:`ASCII_NUMBER_LIKE`) and by
-    ``python_function`` (a DuckDB function running :func:`mask_text_array`) for the rest."""
+    ASCII values without a date (:data:`ASCII_NUMBER_LIKE`), kept for ASCII values
+    :data:`ASCII_KEEP` describes, and by ``python_function`` (a DuckDB function running
+    :func:`mask_text_array`) only for the rest: DuckDB evaluates a ``CASE`` branch on
+    the rows that reach it, so Python sees only those values."""
     return (
         "CREATE OR REPLACE TEMP MACRO mask_text(s) AS CASE "
-        f"WHEN regexp_matches(s, '{_NEEDS_PYTHON}') THEN {python_function}(s) "
-        f"ELSE regexp_replace(s, '{ASCII_NUMBER_LIKE}', '{REDACTED}', 'g') END"
+        f"WHEN NOT regexp_matches(s, '{_NEEDS_PYTHON}') "
+        f"THEN regexp_replace(s, '{ASCII_NUMBER_LIKE}', '{REDACTED}', 'g') "
+        f"WHEN NOT regexp_matches(s, '{_NON_ASCII}') AND regexp_matches(s, '{ASCII_KEEP}') "
+        f"THEN s ELSE {python_function}(s) END"
     )
 
 
 def mask_text_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """:func:`mask_text` over a string array (nulls stay null); the vectorized form the
     analyst views use (a DuckDB Python function). ASCII values without a date are
-    masked by Arrow (RE2, :data:`ASCII_NUMBER_LIKE`), the others by :func:`mask_text`."""
+    masked by Arrow (RE2, :data:`ASCII_NUMBER_LIKE`), ASCII values :data:`ASCII_KEEP`
+    describes kept, and only the others go through :func:`mask_text` one by one."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     values = values.cast(pa.string())
     fast = pc.replace_substring_regex(values, ASCII_NUMBER_LIKE, REDACTED)
     slow = pc.fill_null(pc.match_substring_regex(values, _NEEDS_PYTHON), False)
+    if len(values) and pc.any(slow).as_py():
+        kept = pc.and_(
+            pc.invert(pc.match_substring_regex(values, _NON_ASCII)),
+            pc.match_substring_regex(values, ASCII_KEEP),
+        )
+        fast = pc.if_else(pc.fill_null(kept, False), values, fast)
+        slow = pc.and_(slow, pc.invert(pc.fill_null(kept, False)))
     if len(values) == 0 or not pc.any(slow).as_py():
         return fast
     out = fast.to_pylist()

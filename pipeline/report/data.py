@@ -1,6 +1,7 @@
 """The numbers of the cycle page: :func:`summarize` (pure: Arrow tables in, a
-:class:`~pipeline.report.model.CycleSummary` out) and :func:`load_summary` (reads the
-lake, then summarizes).
+:class:`~pipeline.report.model.CycleSummary` out) and :func:`load_summary` (aggregates
+over the lake's scans without loading the cycle). Both group with the same DuckDB
+query (one pass, grouping sets).
 
 Each call counts once, at its highest revision, with the same rule as the cycle close
 (:func:`pipeline.rating.cycle.latest_revisions`). Sums are exact ``Decimal``. No
@@ -9,20 +10,32 @@ phone-number column is read (CPNI).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.analytics.latest import cycle_latest_sql
+from pipeline.analytics.views import (
+    CANDIDATES,
+    connect,
+    first_line,
+    literal,
+    register_latest,
+    register_scans,
+    scan_name,
+    typed_select,
+)
 from pipeline.errors import ConfigError
 from pipeline.lake.lake import Lake
-from pipeline.lake.tables import INVOICES, RATED
+from pipeline.lake.tables import DEAD, INVOICES, RATED
 from pipeline.lake.tables import check_cycle as lake_check_cycle
 from pipeline.rating.codes import CallClass, LineType, Region
+from pipeline.rating.columns import RATED_SCHEMA
 from pipeline.rating.cycle import cycle_bounds, latest_revisions
 from pipeline.report.model import (
     CLASS_ORDER,
@@ -63,27 +76,55 @@ def check_cycle(cycle: str) -> str:
     return lake_check_cycle(cycle)
 
 
-def _groups(calls: pa.Table, keys: Sequence[str]) -> list[dict[str, Any]]:
-    """Per-group counts and exact sums of ``calls`` (one dict per group)."""
-    if calls.num_rows == 0:
-        return []
-    billable = pc.not_equal(calls.column("call_class"), CallClass.NON_BILLABLE.value)
-    table = calls.append_column("_billable", pc.cast(billable, pa.int64()))
-    out: list[dict[str, Any]] = (
-        table.group_by(list(keys))
-        .aggregate(
-            [
-                ("call_id", "count"),
-                ("_billable", "sum"),
-                ("billable_seconds", "sum"),
-                ("usage_charge", "sum"),
-                ("surcharge", "sum"),
-                ("total_charge", "sum"),
-            ]
-        )
-        .to_pylist()
-    )
-    return out
+#: The groups one aggregate query computes, by DuckDB's ``GROUPING(call_class,
+#: origin_region, _day, account_id)`` bit mask (a bit set: that column is rolled up).
+_BY_CLASS, _BY_REGION, _BY_DAY_CLASS, _BY_ACCOUNT_CLASS, _ALL = 7, 11, 5, 6, 15
+
+_AGGREGATE = """
+SELECT GROUPING(call_class, origin_region, _day, account_id) AS _set,
+       call_class, origin_region, _day, account_id,
+       count(call_id) AS call_id_count,
+       sum(CAST(call_class <> '{non_billable}' AS BIGINT)) AS _billable_sum,
+       sum(billable_seconds) AS billable_seconds_sum,
+       sum(usage_charge) AS usage_charge_sum,
+       sum(surcharge) AS surcharge_sum,
+       sum(total_charge) AS total_charge_sum,
+       count(*) FILTER (WHERE surcharge > 0) AS _charged,
+       sum(surcharge) FILTER (WHERE surcharge > 0) AS _charged_sum
+FROM (SELECT call_id, call_class, origin_region, account_id, billable_seconds,
+             usage_charge, surcharge, total_charge, CAST(start_time AS DATE) AS _day
+      FROM {calls}) AS calls
+GROUP BY GROUPING SETS ((call_class), (origin_region), (_day, call_class),
+                        (account_id, call_class), ())
+"""
+
+
+@dataclass(frozen=True)
+class _Aggregates:
+    """Per-group counts and exact sums of the latest revisions (one dict per group)."""
+
+    by_set: dict[int, list[dict[str, Any]]]
+
+    def rows(self, grouping: int) -> list[dict[str, Any]]:
+        return self.by_set.get(grouping, [])
+
+    @property
+    def charged(self) -> tuple[int, Decimal | None]:
+        """Calls with a per-call surcharge, and the sum of those surcharges."""
+        [total] = self.rows(_ALL)
+        return int(total["_charged"]), total["_charged_sum"]
+
+
+def _aggregate(con: duckdb.DuckDBPyConnection, calls: str) -> _Aggregates:
+    """Every group the page needs in one pass over ``calls`` (a relation or a
+    parenthesized query with at least :data:`RATED_COLUMNS`)."""
+    sql = _AGGREGATE.format(calls=calls, non_billable=CallClass.NON_BILLABLE.value)
+    by_set: dict[int, list[dict[str, Any]]] = {}
+    for row in con.sql(sql).to_arrow_table().to_pylist():
+        by_set.setdefault(int(row.pop("_set")), []).append(row)
+    if _ALL not in by_set:  # DuckDB gives the grand total even over no rows; keep it so
+        by_set[_ALL] = [{"_charged": 0, "_charged_sum": None}]
+    return _Aggregates(by_set)
 
 
 def _group(key: str, row: dict[str, Any]) -> Group:
@@ -98,10 +139,9 @@ def _group(key: str, row: dict[str, Any]) -> Group:
     )
 
 
-def _days(calls: pa.Table, cycle: str) -> tuple[Day, ...]:
+def _days(groups: _Aggregates, cycle: str) -> tuple[Day, ...]:
     start, end = cycle_bounds(cycle)
-    table = calls.append_column("_day", pc.cast(calls.column("start_time"), pa.date32()))
-    cells = {(r["_day"], r["call_class"]): r for r in _groups(table, ["_day", "call_class"])}
+    cells = {(r["_day"], r["call_class"]): r for r in groups.rows(_BY_DAY_CLASS)}
     days = []
     day = start.date()
     while day < end.date():
@@ -139,17 +179,16 @@ def _surcharges_from_invoice(lines: pa.Table) -> tuple[Surcharge, ...]:
     return tuple(out)
 
 
-def _surcharges_from_rated(calls: pa.Table) -> tuple[Surcharge, ...]:
-    charged = calls.filter(pc.greater(calls.column("surcharge"), pa.scalar(0, pa.int64())))
-    amount = pc.sum(charged.column("surcharge")).as_py() if charged.num_rows else Decimal(0)
+def _surcharges_from_rated(groups: _Aggregates) -> tuple[Surcharge, ...]:
+    charged, amount = groups.charged
     out = [
         Surcharge(
             "payphone",
             LineType.PAYPHONE_SURCHARGE.value,
             amount or Decimal(0),
-            Decimal(charged.num_rows),
+            Decimal(charged),
             "CALL",
-            charged.num_rows,
+            charged,
         )
     ]
     out.extend(Surcharge(label, t.value, None, None, "", None) for label, t in SURCHARGES[1:])
@@ -164,7 +203,8 @@ def summarize(
     invoice_lines: pa.Table | None = None,
     dead_letters: pa.Table | None = None,
 ) -> CycleSummary:
-    """Aggregate one cycle. Pure.
+    """Aggregate one cycle from tables in memory (no I/O; DuckDB in memory does the
+    grouping, as :func:`load_summary` does over the lake's scans).
 
     ``rated``: the cycle's rated records, every revision (at least
     :data:`RATED_COLUMNS`); ``elsewhere``: ``call_id``/``revision`` rated in other
@@ -175,7 +215,27 @@ def summarize(
     check_cycle(cycle)
     rated = rated.filter(pc.equal(rated.column("billing_cycle"), cycle))
     calls = latest_revisions(rated, elsewhere)
-    by_class = _by_class(calls)
+    con = connect()
+    try:
+        con.register("_calls", calls)
+        groups = _aggregate(con, "_calls")
+    finally:
+        con.close()
+    reasons: list[tuple[str, int]] = []
+    if dead_letters is not None and dead_letters.num_rows:
+        counts = dead_letters.group_by(["reason"]).aggregate([("reason", "count")]).to_pylist()
+        reasons = [(r["reason"], int(r["reason_count"])) for r in counts]
+    return _summary(cycle, rated.num_rows, groups, invoice_lines, reasons)
+
+
+def _summary(
+    cycle: str,
+    records: int,
+    groups: _Aggregates,
+    invoice_lines: pa.Table | None,
+    reasons: list[tuple[str, int]],
+) -> CycleSummary:
+    by_class = _by_class(groups)
     totals = Group("all")
     for group in by_class:
         totals = totals + group
@@ -188,46 +248,46 @@ def summarize(
             (Decimal(v) for v in invoice_lines.column("amount").to_pylist()), Decimal(0)
         )
     else:
-        surcharges = _surcharges_from_rated(calls)
+        surcharges = _surcharges_from_rated(groups)
         source = FROM_RATED_RECORDS
         invoice_total = None
 
     return CycleSummary(
         cycle=cycle,
-        records=rated.num_rows,
+        records=records,
         totals=totals,
         by_class=by_class,
-        by_region=_by_region(calls),
-        days=_days(calls, cycle),
-        accounts=_accounts(calls, invoice_lines if closed else None),
+        by_region=_by_region(groups),
+        days=_days(groups, cycle),
+        accounts=_accounts(groups, invoice_lines if closed else None),
         surcharges=surcharges,
         surcharge_source=source,
         invoice_total=invoice_total,
         invoice_lines=invoice_lines.num_rows if invoice_lines is not None else 0,
-        dead_letters=_reasons(dead_letters),
+        dead_letters=tuple(sorted(reasons, key=_by_count)),
     )
 
 
-def _by_class(calls: pa.Table) -> tuple[Group, ...]:
+def _by_class(groups: _Aggregates) -> tuple[Group, ...]:
     """Per call class, in :data:`CLASS_ORDER` (any unknown class after, by name)."""
-    rows = {r["call_class"]: r for r in _groups(calls, ["call_class"])}
+    rows = {r["call_class"]: r for r in groups.rows(_BY_CLASS)}
     return tuple(_group(c, rows[c]) for c in CLASS_ORDER if c in rows) + tuple(
         _group(c, r) for c, r in sorted(rows.items()) if c not in CLASS_ORDER
     )
 
 
-def _by_region(calls: pa.Table) -> tuple[Group, ...]:
+def _by_region(groups: _Aggregates) -> tuple[Group, ...]:
     """Per origin region: most charges first, then most calls, then region order."""
     region_rank = {r.value: i for i, r in enumerate(Region)}
     return tuple(
         sorted(
-            (_group(r["origin_region"], r) for r in _groups(calls, ["origin_region"])),
+            (_group(r["origin_region"], r) for r in groups.rows(_BY_REGION)),
             key=lambda g: (-g.total, -g.calls, region_rank.get(g.key, 99), g.key),
         )
     )
 
 
-def _accounts(calls: pa.Table, invoice_lines: pa.Table | None) -> tuple[Account, ...]:
+def _accounts(groups: _Aggregates, invoice_lines: pa.Table | None) -> tuple[Account, ...]:
     """Per account (by total charges, descending), with its invoice total if closed."""
     invoice_by_account: dict[str, Decimal] = {}
     if invoice_lines is not None:
@@ -237,7 +297,7 @@ def _accounts(calls: pa.Table, invoice_lines: pa.Table | None) -> tuple[Account,
             invoice_by_account[row["account_id"]] = row["amount_sum"]
 
     per_account: dict[str, dict[str, Group]] = {}
-    for row in _groups(calls, ["account_id", "call_class"]):
+    for row in groups.rows(_BY_ACCOUNT_CLASS):
         per_account.setdefault(row["account_id"], {})[row["call_class"]] = _group(
             row["call_class"], row
         )
@@ -251,14 +311,6 @@ def _accounts(calls: pa.Table, invoice_lines: pa.Table | None) -> tuple[Account,
     return tuple(accounts)
 
 
-def _reasons(dead_letters: pa.Table | None) -> tuple[tuple[str, int], ...]:
-    """(reason, dead letters), most first, then by reason."""
-    if dead_letters is None or not dead_letters.num_rows:
-        return ()
-    counts = dead_letters.group_by(["reason"]).aggregate([("reason", "count")]).to_pylist()
-    return tuple(sorted(((r["reason"], int(r["reason_count"])) for r in counts), key=_by_count))
-
-
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:
     return (-item[1], item[0])
 
@@ -267,7 +319,11 @@ def _by_count(item: tuple[str, int]) -> tuple[int, str]:
 
 
 def load_summary(lake: Lake, cycle: str) -> CycleSummary:
-    """Read what the page needs from ``lake`` and :func:`summarize` it.
+    """Aggregate ``cycle`` in DuckDB over the lake's scans (:mod:`pipeline.analytics`):
+    projections and the cycle's partition pushed into the scan, no table loaded whole;
+    one pass over the ``call_id`` column finds the calls with several rows
+    (:mod:`pipeline.analytics.latest`), then one aggregate pass over the cycle.
+    Invoice lines (a few per account) are read whole; dead letters are counted.
 
     Raises :class:`ConfigError` if ``cycle`` is malformed or has no rated records.
     """
@@ -276,14 +332,28 @@ def load_summary(lake: Lake, cycle: str) -> CycleSummary:
     if cycle not in cycles:
         known = ", ".join(cycles) if cycles else "none"
         raise ConfigError(f"no rated records for cycle {cycle} in {lake.uri} (cycles: {known})")
+    con = connect()
     try:
-        rated = lake.read_rated(cycle, columns=RATED_COLUMNS)
-        elsewhere = lake.max_revisions_outside(cycle)
+        datasets = register_scans(con, lake)
+        rated = scan_name(RATED)
+        register_latest(con, rated, datasets[RATED])
+        in_cycle = literal(cycle)
+        source = f"({typed_select(RATED_SCHEMA, rated)})"
+        groups = _aggregate(con, f"({cycle_latest_sql(source, CANDIDATES, in_cycle)})")
+        [(records,)] = con.sql(
+            f"SELECT count(*) FROM {rated} WHERE billing_cycle = {in_cycle}"  # noqa: S608
+        ).fetchall()
+        reasons = con.sql(
+            f"SELECT reason, count(*) FROM {scan_name(DEAD)} GROUP BY reason"  # noqa: S608
+        ).fetchall()
         invoice = lake.read_invoice_lines(cycle)
-        dead = lake.read_dead_letters().select(["reason"])
+    except duckdb.Error as exc:
+        raise ConfigError(f"cannot read the lake at {lake.uri}: {first_line(exc)}") from exc
     except (OSError, pa.ArrowException) as exc:
         raise ConfigError(f"cannot read the lake at {lake.uri}: {exc}") from exc
-    summary = summarize(rated, cycle, elsewhere=elsewhere, invoice_lines=invoice, dead_letters=dead)
+    finally:
+        con.close()
+    summary = _summary(cycle, int(records), groups, invoice, [(str(r), int(n)) for r, n in reasons])
     if summary.closed:
         rated_at = lake.newest_file_time(RATED, cycle)
         closed_at = lake.newest_file_time(INVOICES, cycle)

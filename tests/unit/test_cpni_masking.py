@@ -230,9 +230,16 @@ _TEXT_CON.create_function(
     null_handling=duckdb_func.SPECIAL,
 )
 _TEXT_CON.execute(mask_text_macro_sql("_py_mask"))
-_FREE_TEXT = st.text(
-    alphabet="0123456789+-. ()/[]:,TZa\u0661\uff11\u200b\u3007", min_size=0, max_size=40
-) | st.from_regex(r"x?(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9][T ]?[0-9 :+.-]{0,12}", fullmatch=True)
+_FREE_TEXT = (
+    st.text(alphabet="0123456789+-. ()/[]:,TZa\u0661\uff11\u200b\u3007", min_size=0, max_size=40)
+    | st.from_regex(r"x?(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9][T ]?[0-9 :+.-]{0,12}", fullmatch=True)
+    # tariff versions and their near misses (the ASCII_KEEP fast path)
+    | st.from_regex(
+        r"[a-z@+(0-9 .-]{0,3}(19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]([T ][0-9:.,+Z-]{0,14})?"
+        r"[a-zZ@ 0-9.-]{0,3}",
+        fullmatch=True,
+    )
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -244,6 +251,40 @@ def test_arrow_and_sql_forms_are_mask_text(values: list[str | None]) -> None:
     assert mask_text_array(pa.array(values, pa.string())).to_pylist() == expected
     got = _TEXT_CON.execute("SELECT mask_text(unnest(?::VARCHAR[]))", [values]).fetchall()
     assert [r[0] for r in got] == expected
+
+
+def test_python_masks_only_the_values_that_need_it() -> None:
+    """Issue 9 item 7: the SQL macro hands Python only non-ASCII values and ASCII values
+    with a date it cannot keep whole; tariff versions (on every call) stay in RE2."""
+    seen: list[str] = []
+
+    def spy(values: pa.Array) -> pa.Array:
+        seen.extend(values.to_pylist())
+        return mask_text_array(values)
+
+    con = duckdb.connect()
+    con.create_function(
+        "_spy",
+        spy,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("VARCHAR"),
+        type=duckdb_func.ARROW,
+        null_handling=duckdb_func.SPECIAL,
+    )
+    con.execute(mask_text_macro_sql("_spy"))
+    values = [
+        "standard@2026-11-16T00:00:00Z",
+        "2026-11-16",
+        "SW-NYC1-000000000123",
+        "ALASKA",
+        "x-\uff11\uff12\uff13\uff14\uff15\uff16\uff17",
+        "+2026-11-16",  # a plus before the date: a number-like run
+        "v1@2026-11-16",  # another digit: Python decides
+    ]
+    got = con.execute("SELECT mask_text(unnest(?::VARCHAR[]))", [values]).fetchall()
+    assert [r[0] for r in got] == [mask_text(v) for v in values]
+    assert sorted(seen) == sorted(values[4:])
+    assert got[0][0] == "standard@2026-11-16T00:00:00Z"
 
 
 # ------------------------------------------------------------------ logs (item 6)

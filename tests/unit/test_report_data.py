@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.analytics import open_lake, views
+from pipeline.analytics.latest import KEY_HASH
 from pipeline.errors import ConfigError
-from pipeline.report import RATED_COLUMNS, summarize
+from pipeline.report import RATED_COLUMNS, load_summary, summarize
 from pipeline.report.formatting import safe_label, usd
 from pipeline.report.model import FROM_INVOICE_LINES, FROM_RATED_RECORDS
+from tests.unit.test_query import _build_lake
 
 CYCLE = "2026-11"
 MONEY = pa.decimal128(18, 6)
@@ -190,3 +195,53 @@ def test_money_is_rounded_half_up_exactly_and_phone_like_labels_are_masked() -> 
     assert usd(D("-1234.565")) == "-$1,234.57"
     assert usd(D("2.675")) == "$2.68"  # 2.675 as a float rounds down
     assert safe_label("ACC-+12125551199") == "ACC-[masked]"
+
+
+# ------------------------------------------------------------------ over the lake (issue 9)
+def test_load_summary_over_the_scans_equals_summarize_over_the_loaded_tables(
+    tmp_path: Path,
+) -> None:
+    """Issue 9 item 7: the report aggregates in DuckDB over the lake's scans; the summary
+    is exactly the one of the cycle loaded whole (corrections across cycles, a closed
+    cycle, dead letters), Decimal scales included."""
+    lake = _build_lake(tmp_path / "lake")
+    assert lake.cycles() == ["2026-11", "2026-12"]
+    for cycle in lake.cycles():
+        loaded = summarize(
+            lake.read_rated(cycle, columns=RATED_COLUMNS),
+            cycle,
+            elsewhere=lake.max_revisions_outside(cycle),
+            invoice_lines=lake.read_invoice_lines(cycle),
+            dead_letters=lake.read_dead_letters(),
+        )
+        scanned = load_summary(lake, cycle)
+        assert scanned == loaded
+        assert repr(scanned) == repr(loaded)
+    assert load_summary(lake, "2026-11").superseded == 4  # c-1, c-8 twice, c-2 (moved)
+
+
+def test_latest_revision_is_exact_whatever_calls_are_candidates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call id hash seen twice only sends the call to the exact row_number() branch:
+    with every call a candidate (as if all hashes collided) nothing changes."""
+    lake = _build_lake(tmp_path / "lake")
+    before = [load_summary(lake, c) for c in lake.cycles()]
+    con = open_lake(lake)
+    try:
+        plain = sorted(con.sql("SELECT * FROM rated_calls").to_arrow_table().to_pylist(), key=str)
+    finally:
+        con.close()
+
+    def every_hash(con: Any, relation: str, rows: int | None = None) -> Any:
+        found = con.sql(f"SELECT DISTINCT {KEY_HASH} FROM {relation}").fetchall()  # noqa: S608
+        return np.array(sorted(h for (h,) in found), np.uint64)
+
+    monkeypatch.setattr(views, "candidate_hashes", every_hash)
+    assert [load_summary(lake, c) for c in lake.cycles()] == before
+    con = open_lake(lake)
+    try:
+        every = sorted(con.sql("SELECT * FROM rated_calls").to_arrow_table().to_pylist(), key=str)
+    finally:
+        con.close()
+    assert every == plain
