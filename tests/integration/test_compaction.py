@@ -27,13 +27,12 @@ import pytest
 from deltalake import DeltaTable
 
 from pipeline.cli import main
-from pipeline.embedded import EmbeddedKafka
+from pipeline.embedded import EmbeddedKafka, EmbeddedRedis
 from pipeline.lake.lake import Lake, partition_app_id
 from pipeline.lake.maintenance import compact_table
 from pipeline.lake.partitions import PartitionTable
 from pipeline.lake.tables import RATED
 from pipeline.streaming import produce_files
-from tests.conftest import EmbeddedRedis
 from tests.integration.object_store import ObjectStore
 from tests.integration.streaming import (
     ServiceThread,
@@ -104,7 +103,7 @@ class Reader(threading.Thread):
             while not self.stop.is_set():
                 table = DeltaTable(self.uri, storage_options=self.options)
                 version = table.version()
-                data = table.to_pyarrow_dataset(filesystem=self.filesystem)  # type: ignore[arg-type]
+                data = table.to_pyarrow_dataset(filesystem=self.filesystem)
                 keys = data.to_table(columns=["source_partition", "source_offset"])
                 distinct = keys.group_by(["source_partition", "source_offset"]).aggregate([])
                 self.seen.append((version, keys.num_rows, distinct.num_rows))
