@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pytest
 from deltalake import DeltaTable
 
@@ -206,6 +207,25 @@ def test_readers_see_every_row_once_while_compaction_runs_beside_writers(
     for w in writers:
         for p, nxt in w.next_offset.items():
             assert lake.transaction_version(RATED, partition_app_id(TOPIC, p)) == nxt - 1
+
+    # vacuum: the replaced files go, the live ones and every row stay
+    assert _data_files(lake) > after
+    assert main(["lake", "vacuum", "--lake", lake.uri, "--retain-hours", "0", "--force"]) == 0
+    assert _data_files(lake) == len(lake.live_files(RATED)) == after
+    assert lake_rated_any(lake).num_rows == written
+
+
+def _data_files(lake: Lake) -> int:
+    """Parquet data files stored under the table (live or not; not the log)."""
+    fs = lake.storage.filesystem
+    found = fs.get_file_info(pafs.FileSelector(lake.location.key(RATED), recursive=True))
+    return sum(
+        1
+        for info in found
+        if info.type == pafs.FileType.File
+        and info.path.endswith(".parquet")
+        and "/_delta_log/" not in info.path
+    )
 
 
 def lake_rated_any(lake: Lake) -> pa.Table:
