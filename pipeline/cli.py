@@ -1,9 +1,9 @@
-"""The ``cdr-pipeline`` command line (spec section 7): one entry point, subcommands.
+"""The ``cdr-pipeline`` command line: one entry point, subcommands.
 
-Exit codes: 0 success, 2 usage or configuration refused (the message names the
-problem; nothing written), 3 infrastructure unavailable, 4 (``rate``) every readable
-input file rated but some input files unreadable (listed at the end), 1 anything
-else, 130 interrupted.
+Exit codes (:data:`EXIT_CODE_MEANINGS`, listed in each command's ``--help``): 0 success, 2
+usage or configuration refused (the message names the problem; nothing written), 3
+infrastructure unavailable, 4 (``rate``) every readable input file rated but some
+input files unreadable (listed at the end), 1 anything else, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -33,20 +33,70 @@ LOG = logging.getLogger(__name__)
 
 DEFAULT_REFDATA_DIR = Path(__file__).resolve().parent / "data" / "refdata"
 
+DESCRIPTION = (
+    "Rate telephone call detail records (CDRs): Avro files in batch or a Kafka topic as "
+    "a streaming service, into a Parquet lake; close billing cycles into invoice "
+    "lines; query and report on the lake."
+)
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_REFUSED = 2
+EXIT_UNAVAILABLE = 3
 #: ``rate``: some input files were unreadable (the readable ones were rated).
 EXIT_UNREADABLE_INPUT = 4
+EXIT_INTERRUPTED = 130
 
-EXIT_CODES = """exit codes:
-  0    success
-  1    an unexpected failure (logged)
-  2    refused: bad arguments, settings, reference data, tariffs, cycle or path;
-       the message names the problem and nothing is written
-  3    infrastructure unavailable (broker, Redis, schema registry, the lake's disk)
-  4    rate only: every readable input file was rated, but some input files were
-       unreadable (listed at the end with the reason; what they hold is in the
-       dead letters)
-  130  interrupted"""
+#: Every exit code and its meaning: the one table ``--help`` shows them from.
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "an unexpected failure (logged)",
+    EXIT_REFUSED: "refused: bad arguments, settings, reference data, tariffs, cycle or "
+    "path; the message names the problem and nothing is written",
+    EXIT_UNAVAILABLE: "infrastructure unavailable (Kafka broker, Redis, schema registry, "
+    "the lake's storage)",
+    EXIT_UNREADABLE_INPUT: "every readable input file was rated, but some input files "
+    "were unreadable (listed at the end with the reason; what they hold is in the "
+    "dead letters)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+_EVERY = (EXIT_OK, EXIT_FAILURE, EXIT_REFUSED, EXIT_INTERRUPTED)
+_WITH_INFRA = (*_EVERY, EXIT_UNAVAILABLE)
+#: The codes each command can return; a command not listed: :data:`_WITH_INFRA`.
+COMMAND_EXIT_CODES: dict[str, tuple[int, ...]] = {
+    "generate": _EVERY,
+    "refdata generate": _EVERY,
+    "rate": (*_WITH_INFRA, EXIT_UNREADABLE_INPUT),
+}
+
+
+def exit_codes_text(command: str | None = None) -> str:
+    """The ``exit codes:`` section of ``command``'s ``--help`` (all codes for the
+    top-level help)."""
+    every = EXIT_CODE_MEANINGS
+    codes = sorted(every if command is None else COMMAND_EXIT_CODES.get(command, _WITH_INFRA))
+    lines = ["exit codes:"]
+    for code in codes:
+        meaning = every[code]
+        if command is None and code == EXIT_UNREADABLE_INPUT:
+            meaning = f"rate only: {meaning}"
+        wrapped = textwrap.wrap(meaning, 72)
+        lines.append(f"  {code:<4} {wrapped[0]}")
+        lines += [f"       {more}" for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
+#: The top-level ``--help`` epilog (each command's own is set by :func:`build_parser`).
+EXIT_CODES = exit_codes_text()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cdr-pipeline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _wrap(text: str) -> str:
@@ -264,6 +314,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         stop_when_idle=getattr(args, "stop_when_idle", None),
         schema_registry=getattr(args, "schema_registry", None),
         metrics_port=getattr(args, "metrics_port", None),
+        metrics_host=getattr(args, "metrics_host", None),
         kafka={k: v for k, v in kafka.items() if v is not None},
         redis={k: v for k, v in redis.items() if v is not None},
     )
@@ -442,11 +493,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="cdr-pipeline",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=_wrap(DESCRIPTION),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="DEBUG, INFO, WARNING or ERROR (default INFO); run takes its level from the "
+        "setting log_level (CDR_LOG_LEVEL) instead",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def refdata_opts(p: argparse.ArgumentParser) -> None:
@@ -468,10 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("generate", help="write synthetic switch traffic to an Avro file")
-    p.add_argument("--events", type=int, required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--refdata", default=str(DEFAULT_REFDATA_DIR))
+    p.add_argument("--events", type=int, required=True, help="how many call events")
+    p.add_argument("--output", required=True, help="Avro file to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--refdata",
+        default=str(DEFAULT_REFDATA_DIR),
+        help="reference data the numbers are drawn from (default: the shipped sample)",
+    )
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser(
@@ -491,16 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     refdata_opts(p)
     p.add_argument("--output", required=True, help="lake directory")
-    p.add_argument("--batch-size", type=int, default=250_000)
+    p.add_argument(
+        "--batch-size", type=int, default=250_000, help="records rated at a time (default 250000)"
+    )
     p.add_argument("--workers", type=int, default=1, help="rate files in N parallel processes")
     p.add_argument("files", nargs="+", help="Avro container files, directories or globs")
     p.set_defaults(func=cmd_rate)
 
     p = sub.add_parser(
         "close-cycle",
-        help="apply C1-C4 and write the cycle's invoice lines",
+        help="close a billing cycle: write its invoice lines",
         description=_wrap(
-            "Apply C1-C4 to a cycle's rated calls and replace its invoice lines. "
+            "Close a billing cycle: sum its rated calls into invoice lines per account "
+            "(usage per call class, short-call surcharges, carrier mix, minute caps) and "
+            "replace the cycle's invoice lines. "
             "Refused (exit 2, nothing written): a lake that does not exist or has no "
             "rated_calls, a cycle that is not YYYY-MM, an unreadable lake file, a cycle with "
             "no rated calls (unless --allow-empty)."
@@ -522,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="refdata_command", required=True
     )
     p = refdata.add_parser("load", help="validate DIR and load it into Redis atomically")
-    p.add_argument("directory")
+    p.add_argument("directory", help="reference data directory (npanxx.csv, lnp.csv, ...)")
     p.add_argument(
         "--redis",
         help="Redis URL (redis:// or rediss://; default CDR_REDIS__URL); keep the password "
@@ -530,10 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_refdata_load)
     p = refdata.add_parser("generate", help="write reference data of real size (benchmarks)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--npanxx", type=int, default=100_000)
-    p.add_argument("--lnp", type=int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--output", required=True, help="directory to write")
+    p.add_argument("--npanxx", type=int, default=100_000, help="NPA-NXX rows (default 100000)")
+    p.add_argument("--lnp", type=int, default=1_000_000, help="ported numbers (default 1000000)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.set_defaults(func=cmd_refdata_generate)
 
     def kafka_opts(p: argparse.ArgumentParser, topic_help: str = "input topic") -> None:
@@ -547,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("produce", help="publish Avro files to Kafka in the Confluent wire format")
     kafka_opts(p)
     p.add_argument("--partitions", type=int, default=4, help="partitions if the topic is created")
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", help="Avro container files, directories or globs")
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser("run", help="the streaming service (a consumer-group member)")
@@ -556,9 +621,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", help="Redis URL (redis:// or rediss://); a password here is a secret")
     p.add_argument("--tariffs", help="tariffs directory")
     p.add_argument("--output", help="lake directory")
-    p.add_argument("--dead-letter-topic")
-    p.add_argument("--stop-when-idle", type=float, metavar="SECONDS")
-    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--dead-letter-topic", help="where dead letters go (default call-events-dlq)")
+    p.add_argument(
+        "--stop-when-idle",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this long with nothing to consume (time paused on an outage "
+        "does not count); default: run until SIGTERM or SIGINT",
+    )
+    p.add_argument(
+        "--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port"
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="ADDRESS",
+        help="address to serve them on (default 0.0.0.0: all interfaces; 127.0.0.1: this "
+        "machine only)",
+    )
     p.set_defaults(func=cmd_run)
 
     lake_cmds = sub.add_parser("lake", help="lake maintenance").add_subparsers(
@@ -585,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
             "members and rate keep committing: readers see every row exactly once before, "
             "during and after it, and the members' offsets are untouched. A compaction that "
             "loses a race to another commit is retried. The replaced files stay on disk "
-            "until `lake vacuum`. Refused (exit 2, nothing written): a lake that does not "
+            "until lake vacuum. Refused (exit 2, nothing written): a lake that does not "
             "exist, a cycle that is not YYYY-MM or has no rated calls, a bad size."
         )
         + "\n\n"
@@ -679,7 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rated_calls_all_revisions, dead_letters, invoice_lines",
     )
     p.add_argument("--lake", required=True, help="lake directory")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="default table"
+    )
     p.add_argument(
         "--analyst",
         action=argparse.BooleanOptionalAction,
@@ -705,11 +786,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the whole path on this machine, nothing to install")
-    p.add_argument("--workdir", default="demo-lake")
-    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--workdir", default="demo-lake", help="where it writes (default demo-lake)")
+    p.add_argument(
+        "--events", type=int, default=200_000, help="call events to generate (default 200000)"
+    )
     p.add_argument("--batch", action="store_true", help="batch path only (no broker, no Redis)")
     p.set_defaults(func=cmd_demo)
+    _describe_commands(parser)
     return parser
+
+
+def _describe_commands(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Every command's ``--help`` ends with the exit codes it can return
+    (:data:`COMMAND_EXIT_CODES`); a command without a description gets its one-line
+    help as one."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, command in action.choices.items():
+            path = f"{prefix}{name}"
+            summary = helps.get(name)
+            if command.description is None and summary:
+                command.description = f"{summary[0].upper()}{summary[1:]}."
+            command.epilog = exit_codes_text(path)
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
+            _describe_commands(command, f"{path} ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -724,16 +826,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         console.print(f"[red]refused:[/red] {escape(redact(str(exc)))}")
-        return 2
+        return EXIT_REFUSED
     except InfrastructureError as exc:
         console.print(f"[red]unavailable:[/red] {escape(redact(str(exc)))}")
-        return 3
+        return EXIT_UNAVAILABLE
     except PipelineError as exc:
         LOG.error("failed: %s", redact(str(exc)))
-        return 1
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         console.print("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -113,7 +113,12 @@ def _streaming(workdir: Path, avro: Path, lake: Lake, events: int) -> int:
             console.print(
                 f"4. produced {produced.events:,} events to {TOPIC} ({PARTITIONS} partitions) in {produced.seconds:.1f} s"
             )
-            env = {**os.environ, "CDR_KAFKA__BROKERS": kafka.bootstrap, "CDR_REDIS__URL": redis.url}
+            env = {
+                **os.environ,
+                "CDR_KAFKA__BROKERS": kafka.bootstrap,
+                "CDR_REDIS__URL": redis.url,
+                "CDR_METRICS_HOST": "127.0.0.1",  # should CDR_METRICS_PORT be set: this machine only
+            }
             argv = [
                 sys.executable,
                 "-m",

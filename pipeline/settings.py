@@ -651,6 +651,10 @@ class Settings(BaseSettings):
     schema_registry: SecretStr | None = None
     stop_when_idle: float | None = None
     metrics_port: int | None = None
+    #: Address ``/metrics``, ``/healthz`` and ``/readyz`` listen on: all interfaces by
+    #: default (the kubelet and Prometheus must reach the pod); ``127.0.0.1`` keeps
+    #: them to this machine.
+    metrics_host: str = Field("0.0.0.0", min_length=1, pattern=r"^\S+$")  # noqa: S104
     log_level: str = "INFO"
     #: ``kv`` (key=value lines) or ``json`` (one JSON object per line).
     log_format: Literal["kv", "json"] = "kv"

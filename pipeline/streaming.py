@@ -108,7 +108,7 @@ def produce_files(
 def build_service(settings: Settings, hook: Hook | None = None) -> StreamingService:
     """A ready-to-run :class:`StreamingService` from settings. With
     ``settings.metrics_port`` it already serves ``/metrics``, ``/healthz`` and
-    ``/readyz`` on that port (all interfaces) until its ``run()`` returns. With
+    ``/readyz`` on that port of ``settings.metrics_host`` until its ``run()`` returns. With
     ``settings.compaction.interval_s`` > 0 its scheduled compaction thread is running
     (:mod:`pipeline.runtime.compaction`) until ``service.stopping`` is set."""
     tariffs = load_tariff_dir(settings.tariffs)
@@ -144,7 +144,11 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
             service.metrics.registry,
         )
     if settings.metrics_port is not None:  # /metrics, /healthz, /readyz until run() returns
-        service.serve_http(settings.metrics_port, redis_ping=redis_pinger(settings.redis))
+        service.serve_http(
+            settings.metrics_port,
+            host=settings.metrics_host,
+            redis_ping=redis_pinger(settings.redis),
+        )
     return service
 
 

@@ -17,7 +17,9 @@ ranges wait; past that the main thread pauses consumption (:attr:`backlogged`). 
 revocation and at stop the main thread :meth:`drain`\\ s: it waits for every range,
 and past its timeout abandons the ones still retrying, so that no write of this
 member lands after the partition's next owner has started; an abandoned range is not
-committed and is re-read by that owner.
+committed and is re-read by that owner. On the loss of partitions (the session timed
+out: another member may own them already) it does not wait: :meth:`abandon` stops
+every write not in progress and commits nothing of them to Kafka.
 
 Hook points (the test seam, ``hook(point, {"partition", "first", "last"})``):
 ``flush:start``, ``flush:dead-letters-acked``, then ``flush:<step>`` for each mark of
@@ -97,6 +99,11 @@ class LakeCommitter:
         self._inflight.append(self._writer.submit(self._write_durably, flush))
 
     @property
+    def in_flight(self) -> int:
+        """Ranges submitted and not reaped yet (being written, retried or done)."""
+        return len(self._inflight)
+
+    @property
     def backlogged(self) -> bool:
         """More ranges wait for the writer than may: consumption should pause."""
         return len(self._inflight) > self.max_inflight
@@ -107,14 +114,16 @@ class LakeCommitter:
             wait([self._inflight[0]], timeout=timeout)
         self.reap()
 
-    def reap(self) -> None:
-        """Collect finished ranges in order and commit their offsets to Kafka. A write
-        that failed with a bug re-raises here."""
+    def reap(self, *, lost: frozenset[int] = frozenset()) -> None:
+        """Collect finished ranges in order and commit their offsets to Kafka (except
+        those of ``lost`` partitions). A write that failed with a bug re-raises here."""
         while self._inflight and self._inflight[0].done():
             done = self._inflight.popleft().result()
             if done is None:
                 continue
             topic, partition, last = done
+            if partition in lost:
+                continue
             try:
                 self.consumer.commit(
                     offsets=[TopicPartition(topic, partition, last + 1)], asynchronous=True
@@ -136,6 +145,23 @@ class LakeCommitter:
                 wait(list(self._inflight))
                 self._abort.clear()
         self.reap()
+
+    def abandon(self, lost: frozenset[int]) -> int:
+        """Partitions ``lost`` (another member may own them already): stop every write
+        still queued or retrying (an attempt in progress cannot be stopped: it is
+        waited for), commit nothing of the lost partitions to Kafka. Writes of other
+        partitions abandoned with them are re-read from the lake's offsets. Returns
+        how many writes were abandoned."""
+        abandoned = 0
+        if self._inflight:
+            self._abort.set()
+            wait(list(self._inflight))
+            self._abort.clear()
+            abandoned = sum(
+                1 for f in self._inflight if f.exception() is None and f.result() is None
+            )
+        self.reap(lost=lost)
+        return abandoned
 
     def close(self) -> None:
         """Stop the writer thread (after :meth:`drain`)."""

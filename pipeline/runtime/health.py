@@ -145,7 +145,8 @@ class Probes:
 
 class ObservabilityServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` (``port`` 0: any free
-    port; :attr:`port` is the bound one). Serving starts in the constructor."""
+    port; :attr:`host` and :attr:`port` are the bound ones). Serving starts in the
+    constructor."""
 
     def __init__(
         self, metrics: ServiceMetrics, probes: Probes, port: int, host: str = DEFAULT_HOST
@@ -164,7 +165,8 @@ class ObservabilityServer:
             daemon=True,
         )
         self._thread.start()
-        LOG.info("serving /metrics /healthz /readyz on port=%d", self.port)
+        self.host = str(self._server.server_address[0])
+        LOG.info("serving /metrics /healthz /readyz on host=%s port=%d", self.host, self.port)
 
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent)."""

@@ -22,7 +22,9 @@ Each outage has a *cause* (:func:`cause_of`: ``redis``, ``schema registry``,
 ``lake``, ``kafka``) and a start. The log says ``<cause> unavailable, pausing
 consumption: <error>`` when one starts and ``<cause> back after <s> s: resuming
 consumption`` when it ends (on the writer thread: ``..., retrying partition=P`` and
-``... partition=P written``); :attr:`Pausing.paused_on` (the readiness probe) and the
+``... partition=P written``); a backpressure pause ends with ``backpressure over
+after <s> s: resuming consumption`` (INFO from :data:`BACKPRESSURE_LOG_S` or when a
+writer outage caused it, else DEBUG: it is routine at full speed). :attr:`Pausing.paused_on` (the readiness probe) and the
 ``cdr_consumption_paused`` gauge follow the outages in progress. Outages never turn
 data into dead letters.
 """
@@ -51,6 +53,9 @@ T = TypeVar("T")
 #: First and longest wait between two attempts (seconds).
 FIRST_DELAY_S = 0.2
 MAX_DELAY_S = 5.0
+#: A backpressure pause at least this long is logged at INFO (shorter ones at DEBUG:
+#: at full speed they are routine).
+BACKPRESSURE_LOG_S = 1.0
 
 _CAUSES: tuple[tuple[type[InfrastructureError], str], ...] = (
     (ReferenceStoreError, "redis"),
@@ -115,6 +120,9 @@ class Pausing:
         self._lock = threading.Lock()
         self._outages: dict[str, Outage] = {}
         self._holds = 0  # main thread only: pauses of the assignment in force
+        #: ``clock()`` when the last pause of the assignment ended (main thread); the
+        #: idle clock of ``stop_when_idle`` restarts there (a pause is never idleness).
+        self.resumed_at = float("-inf")
 
     # ------------------------------------------------------------------ state
     @property
@@ -128,6 +136,13 @@ class Pausing:
     def holding(self) -> bool:
         """True while the assignment is paused (main thread)."""
         return self._holds > 0
+
+    @property
+    def paused(self) -> bool:
+        """True while the assignment is paused or a dependency outage is in progress
+        (on either thread): the service is waiting, not idle."""
+        with self._lock:
+            return self._holds > 0 or bool(self._outages)
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
         """Main thread, right after ``assign``: keep new partitions paused while the
@@ -212,16 +227,29 @@ class Pausing:
         """Main thread: pause the assignment while ``busy()``, calling ``step()`` (which
         waits a little) and serving group callbacks on every turn (backpressure)."""
         started = self.clock()
+        causes: list[str] = []  # writer outages seen while holding
         self._pause()
         try:
             while busy() and not stopping.is_set():
                 step()
                 self._serve()
+                with self._lock:
+                    writer = self._outages.get(WRITER)
+                if writer is not None and writer.cause not in causes:
+                    causes.append(writer.cause)
         finally:
             self._resume()
             held = self.clock() - started
             self.stages.add("main:backpressure", held)
-            LOG.debug("backpressure: consumption paused %.3f s for the writer", held)
+            # routine at full speed (DEBUG); worth a line when long or due to an outage
+            level = logging.INFO if causes or held >= BACKPRESSURE_LOG_S else logging.DEBUG
+            LOG.log(
+                level,
+                "backpressure over after %.2f s: resuming consumption (the lake writer caught "
+                "up%s)",
+                held,
+                f"; {', '.join(causes)} unavailable meanwhile" if causes else "",
+            )
 
     # ------------------------------------------------------------------ internals
     def _begin(self, where: str, cause: str, exc: InfrastructureError, doing: str) -> bool:
@@ -267,6 +295,7 @@ class Pausing:
 
     def _resume(self) -> None:
         self._holds -= 1
+        self.resumed_at = self.clock()
         if self._holds == 0:
             assignment = self.consumer.assignment()
             if assignment:

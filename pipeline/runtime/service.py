@@ -14,9 +14,20 @@ The loop only moves batches between its parts:
 
 Group membership: on assignment a partition resumes after the last offset the lake
 holds (:meth:`~.ports.LakeTable.resume_offset`); on revocation its buffer is flushed
-first and the writer drained. Every assignment change bumps :attr:`generation`: a
-batch polled under an older one is dropped (its partitions resume from the lake, so
-its messages are read again by whoever owns them now).
+first and the writer drained. A *lost* partition (the member's session timed out, e.g.
+during a broker freeze: another member may own it already) is not flushed: its buffer
+is dropped, writes not yet in progress are abandoned and nothing of it is committed
+to Kafka; whoever owns it reads the range again from the lake's offset. Every
+assignment change bumps :attr:`generation`: a batch polled under an older one is
+dropped (its partitions resume from the lake, so its messages are read again by
+whoever owns them now).
+
+Each change is logged with counts (``assigned count=N``, ``revoked count=N``,
+``lost count=N``). Partitions that come back to this member are logged with how long
+they were away (``partitions=[3] reassigned after 7.2 s``, one line per duration),
+and an assignment that lacks some of the partitions revoked or lost just before says
+which (``not reassigned to this member: [3]``): after a freeze, the partition that
+stays away longer than the others shows in the log.
 
 Everything with I/O is injected (:mod:`.ports`): :func:`pipeline.streaming.build_service`
 builds the real consumer, dead-letter producer, lake and enricher; unit tests use
@@ -28,9 +39,9 @@ seconds (``stage_seconds``, the profiling hook point); lag comes from :mod:`.lag
 :meth:`serve_http` exposes ``/metrics``, ``/healthz`` and ``/readyz`` (:mod:`.health`);
 :attr:`last_tick`, :attr:`assigned` and :attr:`paused_on` are what the probes read.
 
-Hook points (``hook(point, info)``, the test seam): ``group:assigned`` and
-``group:revoked`` (``info["partitions"]``), and the flush points of :mod:`.committer`
-(``flush:start``, ``flush:dead-letters-acked``, ``flush:committed``).
+Hook points (``hook(point, info)``, the test seam): ``group:assigned``,
+``group:revoked`` and ``group:lost`` (``info["partitions"]``), and the flush points of
+:mod:`.committer` (``flush:start``, ``flush:dead-letters-acked``, ``flush:committed``).
 """
 
 from __future__ import annotations
@@ -106,6 +117,8 @@ class StreamingService:
         self.assigned = False
         self.http: ObservabilityServer | None = None
         self._loop_tick = time.monotonic()  # liveness: the loop's last turn
+        self._unassigned_at: dict[int, float] = {}  # partition -> revoked or lost at
+        self._last_unassigned: list[int] = []  # of the last revocation or loss
         stages = StageClock(self.stats, self.metrics)
         self.stages = stages
         self.lag = LagMonitor(consumer, settings.topic, self.stats, self.metrics)
@@ -157,8 +170,39 @@ class StreamingService:
         self.consumer.assign(partitions)
         self.pausing.assigned(partitions)
         self.assigned = True
-        LOG.info("assigned partitions=%s", [(tp.partition, tp.offset) for tp in partitions])
-        self._hook("group:assigned", partitions=[tp.partition for tp in partitions])
+        numbers = [tp.partition for tp in partitions]
+        LOG.info(
+            "assigned count=%d partitions=%s",
+            len(partitions),
+            [(tp.partition, tp.offset) for tp in partitions],
+        )
+        now = time.monotonic()
+        back: dict[str, list[int]] = {}  # "7.2" -> the partitions away that long
+        for p in numbers:
+            since = self._unassigned_at.pop(p, None)
+            if since is not None:
+                back.setdefault(f"{now - since:.1f}", []).append(p)
+        for seconds, group in sorted(back.items(), key=lambda kv: float(kv[0])):
+            LOG.info("partitions=%s reassigned after %s s", group, seconds)
+        missing = sorted(set(self._last_unassigned) - set(numbers))
+        if missing:
+            LOG.info(
+                "not reassigned to this member: %s (unassigned %.1f s ago; another member "
+                "may hold them)",
+                missing,
+                now - max(self._unassigned_at.get(p, now) for p in missing),
+            )
+        self._last_unassigned = []
+        self._hook("group:assigned", partitions=numbers)
+
+    def _unassigned(self, partitions: list[int]) -> None:
+        """Bookkeeping shared by revocation and loss."""
+        self.consumer.unassign()
+        self.assigned = False
+        self.lag.forget(partitions)
+        now = time.monotonic()
+        self._unassigned_at.update(dict.fromkeys(partitions, now))
+        self._last_unassigned = list(partitions)
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         self.generation += 1
@@ -169,11 +213,32 @@ class StreamingService:
         # The next owner must find every range we wrote committed, and no write of
         # ours may land after it starts: wait for the writer (abandoning retries).
         self.committer.drain(REVOKE_DRAIN_S)
-        self.consumer.unassign()
-        self.assigned = False
-        self.lag.forget([tp.partition for tp in partitions])
-        LOG.info("revoked partitions=%s", [tp.partition for tp in partitions])
-        self._hook("group:revoked", partitions=[tp.partition for tp in partitions])
+        numbers = [tp.partition for tp in partitions]
+        self._unassigned(numbers)
+        LOG.info("revoked count=%d partitions=%s", len(numbers), numbers)
+        self._hook("group:revoked", partitions=numbers)
+
+    def _on_lost(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions lost: not flushed, nothing committed (see the module docstring)."""
+        self.generation += 1  # the batch staged now is dropped too
+        numbers = [tp.partition for tp in partitions]
+        dropped = 0
+        for p in numbers:
+            buffer = self.buffers.pop(p)
+            if buffer is not None:
+                dropped += buffer.rows
+        abandoned = self.committer.abandon(frozenset(numbers))
+        self._unassigned(numbers)
+        LOG.warning(
+            "lost count=%d partitions=%s (session timed out; another member may own them): "
+            "dropped buffered records=%d, abandoned writes=%d, nothing committed; their "
+            "owner reads them again from the lake's offsets",
+            len(numbers),
+            numbers,
+            dropped,
+            abandoned,
+        )
+        self._hook("group:lost", partitions=numbers)
 
     # --------------------------------------------------------------- observability
     def serve_http(
@@ -215,6 +280,14 @@ class StreamingService:
     def run(self) -> RunStats:
         """Consume until stopped (signal, :attr:`stopping`, or ``stop_when_idle``).
 
+        ``stop_when_idle`` (seconds): stop once that long has passed with nothing to do:
+        no message consumed, no batch staged, no write in flight, the assignment held
+        and not paused. Time paused on a dependency outage or on backpressure never
+        counts (the idle clock restarts when consumption resumes: after a pause
+        librdkafka fetches afresh, so the first polls come back empty). Whether the
+        consumer has reached the end of its partitions is not asked: the broker's high
+        watermark can trail the last batch, so it proves nothing either way.
+
         Each turn: poll, stage the new batch (its decoding starts on the decode
         thread), rate and buffer the batch staged on the turn before, submit due
         buffers. One batch is staged ahead (two, with two decode threads, measured no
@@ -222,8 +295,10 @@ class StreamingService:
         """
         check_accounts_have_tariffs(self.enricher.snapshot(), self.tariffs)
         s = self.settings
-        self.consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        last_message = time.monotonic()
+        self.consumer.subscribe(
+            [s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        idle_since = time.monotonic()
         pending: StagedBatch | None = None  # staged on the turn before, decoding
         try:
             while not self.stopping.is_set():
@@ -233,7 +308,6 @@ class StreamingService:
                 good = self._usable(messages)
                 staged = None
                 if good:
-                    last_message = now
                     if self.stats.first_message_at is None:
                         self.stats.first_message_at = now
                     staged = self.staging.stage(good, self.generation)
@@ -243,9 +317,16 @@ class StreamingService:
                 now = time.monotonic()
                 self._flush_due(now)
                 self.lag.maybe_update(now)
-                idle = time.monotonic() - last_message
-                if s.stop_when_idle is not None and idle >= s.stop_when_idle and pending is None:
-                    LOG.info("idle for %.1f s: stopping", idle)
+                now = time.monotonic()
+                if good or pending is not None or self._waiting():
+                    idle_since = now
+                idle_since = max(idle_since, self.pausing.resumed_at)
+                if s.stop_when_idle is not None and now - idle_since >= s.stop_when_idle:
+                    LOG.info(
+                        "idle for %.1f s (nothing consumed, staged or in flight, not paused): "
+                        "stopping",
+                        now - idle_since,
+                    )
                     break
             if pending is not None:  # a clean stop rates what was polled
                 batch, pending = pending, None
@@ -256,6 +337,12 @@ class StreamingService:
             finally:
                 self.close_http()
         return self.stats
+
+    def _waiting(self) -> bool:
+        """Not idle though nothing came: waiting for the group (no assignment yet, or a
+        rebalance in progress), for a dependency (an outage, backpressure) or for
+        writes in flight. ``stop_when_idle`` counts only time that is none of these."""
+        return not self.assigned or self.pausing.paused or self.committer.in_flight > 0
 
     def _consume(self, most: int) -> list[Message]:
         started = time.perf_counter()

@@ -426,6 +426,7 @@ def test_compose_commands_parse_with_the_cli() -> None:
 def test_compose_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from(pipeline_env(), monkeypatch, "compose pipeline")
     assert settings.metrics_port == metrics_port()
+    assert settings.metrics_host == "0.0.0.0", "Prometheus scrapes the container from outside"
     assert settings.output == "/lake"
     settings.kafka.client_config()
 
@@ -763,6 +764,7 @@ def test_k8s_settings_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     env = mounted_env("Deployment", "cdr-pipeline", tmp_path / "deployment")
     settings = settings_from(env, monkeypatch, "Deployment")
     assert settings.metrics_port == metrics_port()
+    assert settings.metrics_host == "0.0.0.0", "the kubelet probes the pod's address"
     conf = settings.kafka.client_config()
     assert conf["security.protocol"] == "SASL_SSL"
     assert "sasl.password" in conf

@@ -35,6 +35,7 @@ def settings_for(brokers: str, redis_url: str, lake: Path, topic: str, **extra: 
         output=str(lake),
         dead_letter_topic=extra.pop("dead_letter_topic", f"{topic}-dlq"),
         stop_when_idle=extra.pop("stop_when_idle", 4.0),
+        metrics_host=extra.pop("metrics_host", "127.0.0.1"),
         batch=batch,
         **extra,
     )

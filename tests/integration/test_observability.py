@@ -371,3 +371,123 @@ def test_readyz_follows_redis(kafka_broker: EmbeddedKafka, tmp_path: Path) -> No
         stats = worker.stop()
     assert stats.rated == len(events)
     assert stats.dead_letters == 0
+
+
+@pytest.mark.parametrize("fmt", ["kv", "json"])
+def test_librdkafka_lines_go_through_the_service_logging(
+    fmt: str, log_capture: Callable[[str], io.StringIO], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11 #3: a consumer and a producer pointed at a port where no broker listens
+    (what a broker freeze looks like from the client): librdkafka's ``FAIL`` lines and
+    its client errors come through the ``pipeline`` logging in the chosen format, at
+    WARNING, redacted (the client id here holds a phone-number-like run), and nothing
+    raw (``%3|...|FAIL|``) reaches stderr."""
+    buf = log_capture(fmt)
+    kafka = KafkaSettings(brokers=f"127.0.0.1:{free_port()}", client_id="cdr-2125550123")
+    consumer = kafka_clients.consumer(kafka, unique("g"))
+    consumer.subscribe(["nowhere"])
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        consumer.poll(0.1)
+    consumer.close()
+    producer = kafka_clients.producer(kafka)
+    producer.produce("nowhere", b"x")
+    producer.flush(1.0)
+    text = buf.getvalue()
+    lines = [line for line in text.splitlines() if line]
+    if fmt == "json":
+        docs = [json.loads(line) for line in lines]
+        kafka_lines = [d for d in docs if d["logger"] == "pipeline.io.kafka_clients"]
+        fails = [d for d in kafka_lines if d.get("facility") == "FAIL"]
+        assert fails, text
+        assert {d["level"] for d in fails} == {"WARNING"}
+        assert all(d["msg"].startswith("librdkafka: ") for d in fails)
+        clients = {re.sub(r"-[0-9]+$", "", d["client"]) for d in fails}
+        assert clients == {"cdr-<number>#consumer", "cdr-<number>#producer"}, fails[:2]
+        assert any(d.get("code") == "_ALL_BROKERS_DOWN" for d in kafka_lines), text
+    else:
+        kv = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (\w+) ([\w.]+) (.*)$")
+        parsed = [kv.match(line) for line in lines]
+        assert all(parsed), [line for line, m in zip(lines, parsed, strict=True) if not m]
+        fails = [m for m in parsed if m and " facility=FAIL " in m.group(3)]
+        assert fails, text
+        assert {m.group(1) for m in fails} == {"WARNING"}
+        assert {m.group(2) for m in fails} == {"pipeline.io.kafka_clients"}
+        assert any("client=cdr-<number>#producer-" in m.group(3) for m in fails), text
+        assert "kafka client error: 1/1 brokers are down code=_ALL_BROKERS_DOWN" in text
+    assert "2125550123" not in text
+    err = capfd.readouterr().err
+    assert "|FAIL|" not in err, "a raw librdkafka line reached stderr"
+
+
+def test_redis_outage_is_logged_by_cause_and_is_not_idleness(
+    kafka_broker: EmbeddedKafka, tmp_path: Path, log_capture: Callable[[str], io.StringIO]
+) -> None:
+    """Issue 11 #1 and #2 against a real broker and a real Redis, stopped for longer
+    than ``stop_when_idle``: the service waits through the outage (it does not stop
+    as idle), resumes, rates everything, and only then stops by itself. The log names
+    Redis when the pause starts and when it ends, with how long it lasted, once each:
+    no other dependency named, no old error repeated after the resume."""
+    buf = log_capture("kv")
+    brokers = kafka_broker.bootstrap
+    topic = unique("outage-log")
+    schema = load_call_event_schema()
+    first = [
+        event(call_id=f"a-{i}", account_id="ACC-1001", calling_number=f"+1212555{i:04d}")
+        for i in range(200)
+    ]
+    second = [
+        event(call_id=f"b-{i}", account_id="ACC-1002", calling_number=f"+1312555{i:04d}")
+        for i in range(300)
+    ]
+    lake = tmp_path / "lake"
+    outage_s = 9.0
+    with embedded_redis() as redis:
+        load_sample_refdata(redis.url)
+        kafka_clients.ensure_topic(KafkaSettings(brokers=brokers), topic, 2)
+        # small polls: most of the second batch is still waiting when Redis goes away
+        settings = settings_for(
+            brokers, redis.url, lake, topic, stop_when_idle=5.0, batch={"poll_max_messages": 40}
+        )
+        worker = ServiceThread(settings)
+        worker.service.enricher._version_check_s = 0.1
+        produce_raw(
+            brokers, topic, [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in first]
+        )
+        worker.start()
+        _wait(lambda: lake_rated(lake).num_rows == len(first), 60, "first events rated")
+        redis.stop()
+        stopped_at = time.monotonic()
+        produce_raw(
+            brokers, topic, [(str(e["call_id"]).encode(), encode(e, 1, schema)) for e in second]
+        )
+        time.sleep(outage_s)
+        assert worker.is_alive(), "stopped as idle while paused on Redis"
+        assert lake_rated(lake).num_rows == len(first)
+        redis.restart()
+        load_sample_refdata(redis.url)
+        outage = time.monotonic() - stopped_at
+        worker.join(60)
+        assert not worker.is_alive(), "did not stop by itself once idle"
+    assert worker.error is None
+    assert worker.stats is not None
+    assert worker.stats.dead_letters == 0
+    assert worker.stats.consumed == len(first) + len(second), "stopped with messages waiting"
+    assert lake_rated(lake).num_rows == len(first) + len(second)
+    messages = [
+        line.split(" ", 4)[2:] for line in buf.getvalue().splitlines() if line.count(" ") >= 4
+    ]
+    down = [m for m in messages if " unavailable, " in m[2]]
+    back = [m for m in messages if " back after " in m[2]]
+    assert len(down) == 1, down
+    assert down[0][0] == "WARNING"
+    assert down[0][2].startswith("redis unavailable, pausing consumption: ")
+    assert len(back) == 1, back
+    assert back[0][0] == "INFO"
+    assert back[0][2].startswith("redis back after ")
+    assert back[0][2].endswith(": resuming consumption")
+    seconds = float(back[0][2].removeprefix("redis back after ").split(" ")[0])
+    assert outage_s - 1 <= seconds <= outage + 5
+    assert not any("schema registry" in m[2] for m in messages)
+    idle = [m for m in messages if m[2].startswith("idle for ")]
+    assert len(idle) == 1, idle

@@ -94,8 +94,13 @@ class FakeConsumer:
         initial: list[int] | None = None,
         committed: dict[int, int] | None = None,
         chunk: int = 7,
+        refetch_s: float = 0.0,
     ) -> None:
         self.topic = topic
+        #: After ``resume``, a partition hands out nothing for this long: librdkafka
+        #: drops a paused partition's prefetched messages and fetches afresh.
+        self.refetch_s = refetch_s
+        self.resumed_at: dict[int, float] = {}
         self.initial = list(range(topic.partitions)) if initial is None else initial
         self.committed: dict[int, int] = committed if committed is not None else {}
         self.chunk = chunk
@@ -110,6 +115,7 @@ class FakeConsumer:
         self._assigned: list[int] | None = None
         self._on_assign: Rebalance | None = None
         self._on_revoke: Rebalance | None = None
+        self._on_lost: Rebalance | None = None
         self._script: dict[int, list[Callable[[FakeConsumer], None]]] = {}
         self._watchers: list[Callable[[FakeConsumer, str], None]] = []
 
@@ -135,6 +141,18 @@ class FakeConsumer:
                 self, [TopicPartition(self.topic.name, p, OFFSET_INVALID) for p in partitions]
             )
 
+    def lose(self) -> None:
+        """The session timed out: the whole assignment is lost (``on_lost``, or
+        ``on_revoke`` without one, as confluent-kafka does). Call it from an
+        :meth:`at_call` action; :meth:`rebalance` then gives a new assignment."""
+        if self._assigned is None:
+            return
+        lost = [TopicPartition(self.topic.name, p) for p in self._assigned]
+        callback = self._on_lost if self._on_lost is not None else self._on_revoke
+        self._assigned = None
+        if callback is not None:
+            callback(self, lost)
+
     def _turn(self, method: str) -> None:
         if self.closed:
             raise RuntimeError("consumer closed")
@@ -152,9 +170,10 @@ class FakeConsumer:
         topics: list[str],
         on_assign: Rebalance | None = None,
         on_revoke: Rebalance | None = None,
+        on_lost: Rebalance | None = None,
     ) -> None:
         assert topics == [self.topic.name]
-        self._on_assign, self._on_revoke = on_assign, on_revoke
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         self._turn("consume")
@@ -178,6 +197,8 @@ class FakeConsumer:
             progress = False
             for p in sorted(self.positions):
                 if p in self.paused:
+                    continue
+                if time.monotonic() < self.resumed_at.get(p, float("-inf")) + self.refetch_s:
                     continue
                 end = min(len(self.topic.logs[p]), self.positions[p] + self.chunk)
                 end = min(end, self.positions[p] + most - len(out))
@@ -211,7 +232,9 @@ class FakeConsumer:
         self.paused |= {tp.partition for tp in partitions if tp.partition in self.positions}
 
     def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused -= {tp.partition for tp in partitions}
+        resumed = {tp.partition for tp in partitions} & self.paused
+        self.paused -= resumed
+        self.resumed_at.update(dict.fromkeys(resumed, time.monotonic()))
 
     def seek(self, partition: TopicPartition) -> None:
         self.positions[partition.partition] = partition.offset

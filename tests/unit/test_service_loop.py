@@ -386,7 +386,7 @@ def test_revoke_during_backpressure_loses_nothing(run_log: Callable[[], list[str
     assert stats.stage_seconds["main:backpressure"] > 0
     rig.lake = memory
     assert_each_offset_once(rig, stats)
-    assert any(m.startswith("revoked partitions=") for m in run_log())
+    assert any(m.startswith("revoked count=2 partitions=[0, 1]") for m in run_log())
 
 
 def test_a_range_abandoned_on_revoke_is_reread_by_the_next_owner() -> None:
@@ -427,3 +427,91 @@ def test_probes_read_the_service_state() -> None:
     rig.run()
     assert (True, True) in states
     assert not rig.service.assigned
+
+
+@pytest.mark.parametrize("outage", ["redis", "slow lake"])
+def test_stop_when_idle_does_not_count_a_pause(
+    outage: str, run_log: Callable[[], list[str]]
+) -> None:
+    """Issue 11 #1: Redis goes away (or the lake stops acknowledging, so consumption
+    pauses on backpressure) for longer than ``stop_when_idle``, and after the resume
+    the consumer fetches afresh (its first polls come back empty, as librdkafka's do):
+    the service waits through the outage, resumes, finishes every message and only
+    then stops as idle. Before the fix it stopped right after the resume, the pause
+    counted as idle, with most of the topic unread."""
+    messages = traffic(600, junk=False)
+    memory = MemoryLake()
+    gated = GatedLake(memory)
+    slow = outage == "slow lake"
+    rig = make_rig(messages, lake=gated if slow else memory, stop_when_idle=0.6)
+    rig.consumer.refetch_s = 0.3
+    outage_s = 1.5
+    if slow:
+        rig.consumer.at_call(3, lambda _c: threading.Timer(outage_s, gated.gate.set).start())
+    else:
+        gated.gate.set()
+
+        def down(_consumer: FakeConsumer) -> None:
+            rig.reader.down.set()
+            threading.Timer(outage_s, rig.reader.down.clear).start()
+
+        rig.consumer.at_call(4, down)
+    started = time.monotonic()
+    stats = rig.run()
+    assert time.monotonic() - started >= outage_s
+    rig.lake = memory
+    assert_each_offset_once(rig, stats)
+    assert stats.consumed == len(messages)
+    log = run_log()
+    stops = [m for m in log if m.startswith("idle for ")]
+    assert len(stops) == 1, stops
+    if slow:
+        assert stats.stage_seconds["main:backpressure"] >= 0.6
+        assert any(m.startswith("backpressure over after ") for m in log)
+    else:
+        assert stats.stage_seconds["main:paused"] >= 0.6
+
+
+def test_lost_partitions_are_not_flushed_and_come_back_logged(
+    run_log: Callable[[], list[str]],
+) -> None:
+    """Issue 11 #3: the session times out (a broker freeze) and the assignment is lost:
+    another member may own the partitions already, so nothing buffered is flushed or
+    committed (before the fix ``on_revoke`` ran for lost partitions and flushed them);
+    the loss, the new assignment without partition 1 and partition 1 coming back later
+    are logged with counts and durations. R1 holds: the dropped records are read again
+    from the lake's offsets."""
+    messages = traffic(600)
+    rig = make_rig(messages, batch={"max_age_s": 30.0, "max_rows": 100_000})
+
+    def lose(consumer: FakeConsumer) -> None:
+        rig.points.append(("test:session-timed-out", {}))
+        consumer.lose()
+
+    rig.consumer.at_call(8, lose)
+    rig.consumer.at_call(9, lambda c: c.rebalance([0]))
+
+    def later(consumer: FakeConsumer) -> None:
+        time.sleep(0.3)
+        consumer.rebalance([0, 1])
+
+    rig.consumer.at_call(12, later)
+    stats = rig.run()
+    assert_each_offset_once(rig, stats)
+    points = [p for p, _ in rig.points]
+    lost_at = points.index("test:session-timed-out")
+    assert "flush:start" not in points[lost_at : points.index("group:assigned", lost_at)], (
+        "a lost partition was flushed"
+    )
+    log = run_log()
+    lost = [m for m in log if m.startswith("lost count=")]
+    assert len(lost) == 1, lost
+    assert lost[0].startswith("lost count=2 partitions=[0, 1] ")
+    dropped = int(lost[0].split("records=")[1].split(",")[0])
+    assert dropped > 0, "nothing was buffered when the assignment was lost"
+    assert "assigned count=1 partitions=[(0, " in "\n".join(log)
+    assert any(m.startswith("not reassigned to this member: [1] ") for m in log), log
+    back = [m for m in log if m.startswith("partitions=[1] reassigned after ")]
+    assert len(back) == 1, back
+    assert float(back[0].split(" after ")[1].split(" ")[0]) >= 0.3
+    assert any(m.startswith("revoked count=1 partitions=[0]") for m in log)
