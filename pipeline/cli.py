@@ -423,6 +423,65 @@ def cmd_lake_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintained_lake(args: argparse.Namespace) -> Lake:
+    """``--lake``, else the ``output`` setting (``CDR_OUTPUT``, ``--config``): an
+    existing lake (never created here)."""
+    from pipeline.lake.lake import Lake
+    from pipeline.settings import load_settings
+
+    if args.lake is not None:
+        return _lake(args, args.lake, "--lake").require_existing()
+    config = getattr(args, "config", None)
+    settings = load_settings(Path(config) if config else None)
+    return Lake(settings.output, settings.lake).require_existing()
+
+
+def cmd_lake_compact(args: argparse.Namespace) -> int:
+    from pipeline.lake.maintenance import COMPACTABLE, compact_lake, table_cycles
+    from pipeline.lake.sizes import parse_size
+    from pipeline.lake.tables import DEAD, RATED, check_cycle
+
+    target = parse_size(args.target_size, "--target-size")
+    cycle = check_cycle(args.cycle) if args.cycle is not None else None
+    if cycle is not None and args.table == DEAD:
+        raise ConfigError(f"--cycle: {DEAD} is not partitioned by cycle (use --table {RATED})")
+    lake = _maintained_lake(args)
+    if cycle is not None:
+        known = table_cycles(lake, RATED)
+        if cycle not in known:
+            raise ConfigError(
+                f"cycle {cycle} has no rated calls in {lake.uri} (cycles: "
+                f"{', '.join(known) if known else 'none'})"
+            )
+    names = COMPACTABLE if args.table == "all" else (args.table,)
+    for done in compact_lake(
+        lake,
+        names,
+        cycles=None if cycle is None else [cycle],
+        target_size=target,
+    ):
+        console.print(f"compacted {done.describe()}" if done.version else done.describe())
+    return 0
+
+
+def cmd_lake_vacuum(args: argparse.Namespace) -> int:
+    from pipeline.lake.maintenance import check_retention, vacuum_lake
+    from pipeline.lake.sizes import parse_hours
+
+    hours = parse_hours(args.retain_hours, "--retain-hours")
+    check_retention(hours, force=args.force, full=args.full)  # before the lake is read
+    lake = _maintained_lake(args)
+    for done in vacuum_lake(lake, hours, dry_run=args.dry_run, force=args.force, full=args.full):
+        verb = "would remove" if done.dry_run else "removed"
+        console.print(f"{done.table}: {verb} {len(done.files):,} unreferenced files")
+        if done.dry_run:
+            for path in done.files[:20]:
+                console.print(f"  {escape(path)}", soft_wrap=True)
+            if len(done.files) > 20:
+                console.print(f"  ... and {len(done.files) - 20:,} more")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
@@ -595,6 +654,85 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("lake", help="the lake directory")
     p.set_defaults(func=cmd_lake_convert)
+
+    p = lake_cmds.add_parser(
+        "compact",
+        help="rewrite the lake's small files into files of about --target-size",
+        description=_wrap(
+            "Rewrite the small files of rated_calls (per billing cycle) and dead_letters "
+            "into files of about --target-size, one commit per cycle. Safe while streaming "
+            "members and rate keep committing: readers see every row exactly once before, "
+            "during and after it, and the members' offsets are untouched. A compaction that "
+            "loses a race to another commit is retried. The replaced files stay on disk "
+            "until lake vacuum. Refused (exit 2, nothing written): a lake that does not "
+            "exist, a cycle that is not YYYY-MM or has no rated calls, a bad size."
+        )
+        + "\n\n"
+        + _wrap(
+            "Exit 3 also when the compaction lost its race five times in a row (nothing "
+            "of it committed: run it again)."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--lake", help="an existing lake: directory or s3://bucket/prefix (default: CDR_OUTPUT)"
+    )
+    p.add_argument("--cycle", help="only this billing cycle of rated_calls (YYYY-MM)")
+    p.add_argument(
+        "--table",
+        choices=("rated_calls", "dead_letters", "all"),
+        default="all",
+        help="which table (default: all)",
+    )
+    p.add_argument(
+        "--target-size",
+        default="128MiB",
+        help="size of the files written, e.g. 128MiB, 1GiB, 512MB (1 MiB to 16 GiB; "
+        "default 128MiB)",
+    )
+    p.add_argument("--config", help="settings file (YAML): the S3 settings of an s3:// lake")
+    p.set_defaults(func=cmd_lake_compact)
+
+    p = lake_cmds.add_parser(
+        "vacuum",
+        help="delete data files no version newer than --retain-hours uses",
+        description=_wrap(
+            "Delete the data files of rated_calls, dead_letters and invoice_lines that the "
+            "tables no longer list (compacted away, invoice lines of a re-closed cycle) and "
+            "that were replaced more than --retain-hours ago; then checkpoint each table's "
+            "log. This ends time travel past the horizon: a version older than "
+            "--retain-hours (close-cycle --as-of, a reader's pinned version) can no longer "
+            "be read. Below 168 hours (7 days) refused unless --force. Refused (exit 2, "
+            "nothing deleted): a lake that does not exist, hours that are not a whole "
+            "number of ASCII digits, less than 168 hours without --force, --full with less "
+            "than 1 hour."
+        ),
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--lake", help="an existing lake: directory or s3://bucket/prefix (default: CDR_OUTPUT)"
+    )
+    p.add_argument(
+        "--retain-hours",
+        required=True,
+        help="keep files replaced less than this many hours ago (168 or more without --force)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="accept --retain-hours below 168 (readers of older versions may fail)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="also delete files no commit ever listed (left by writers stopped before "
+        "their commit); lists every file of each table",
+    )
+    p.add_argument("--config", help="settings file (YAML): the S3 settings of an s3:// lake")
+    p.set_defaults(func=cmd_lake_vacuum)
 
     dl = sub.add_parser("dead-letters", help="dead-letter topic: export, replay").add_subparsers(
         dest="dl_command", required=True

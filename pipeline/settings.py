@@ -487,6 +487,46 @@ class DeadLetterSettings(BaseModel):
     max_message_bytes: int = Field(262_144, ge=16_384, le=64 * 1024 * 1024)
 
 
+class CompactionSettings(BaseModel):
+    """The streaming service's own compaction (:mod:`pipeline.runtime.compaction`).
+
+    Every ``interval_s`` seconds (0: never; a random 0-10 % more, so members started
+    together do not compact together) a background thread of ``cdr-pipeline run``
+    compacts each billing cycle this member committed to since the last round, if the
+    cycle's partition has ``min_files`` files or more below ``target_size``
+    (``128MiB``, ``1GiB``, ...), one file at a time on that one thread. It never
+    blocks the flush path; see ``cdr-pipeline lake compact`` for the same by hand
+    or from a CronJob.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(3600.0, ge=0)
+    min_files: int = Field(100, ge=2)
+    target_size: str = "128MiB"
+
+    @field_validator("target_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        from pipeline.lake.sizes import parse_size
+
+        try:
+            parse_size(value, "compaction.target_size")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_s > 0
+
+    @property
+    def target_bytes(self) -> int:
+        from pipeline.lake.sizes import parse_size
+
+        return parse_size(self.target_size, "compaction.target_size")
+
+
 #: The AWS variables read when the ``lake`` section leaves a value unset (the usual
 #: names of the AWS SDKs and CLI; the first one set wins).
 _AWS_ENV = {
@@ -623,6 +663,8 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     #: The object store of an ``s3://`` lake (``output``); see :class:`LakeSettings`.
     lake: LakeSettings = Field(default_factory=LakeSettings)
+    #: The service's scheduled compaction; see :class:`CompactionSettings`.
+    compaction: CompactionSettings = CompactionSettings()
 
     @field_validator("tariffs")
     @classmethod

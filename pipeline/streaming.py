@@ -33,9 +33,10 @@ from pipeline.lake.lake import Lake
 from pipeline.lake.partitions import PartitionTable
 from pipeline.lake.tables import DEAD_PAYLOADS
 from pipeline.refdata.redis_read import RedisReferenceReader
+from pipeline.runtime import compaction
 from pipeline.runtime.enrich import Enricher
 from pipeline.runtime.health import redis_pinger
-from pipeline.runtime.ports import Hook
+from pipeline.runtime.ports import Hook, LakeTable
 from pipeline.runtime.service import StreamingService
 from pipeline.runtime.stats import RunStats
 from pipeline.settings import KafkaSettings, Settings
@@ -107,13 +108,17 @@ def produce_files(
 def build_service(settings: Settings, hook: Hook | None = None) -> StreamingService:
     """A ready-to-run :class:`StreamingService` from settings. With
     ``settings.metrics_port`` it already serves ``/metrics``, ``/healthz`` and
-    ``/readyz`` on that port of ``settings.metrics_host`` until its ``run()`` returns."""
+    ``/readyz`` on that port of ``settings.metrics_host`` until its ``run()`` returns. With
+    ``settings.compaction.interval_s`` > 0 its scheduled compaction thread is running
+    (:mod:`pipeline.runtime.compaction`) until ``service.stopping`` is set."""
     tariffs = load_tariff_dir(settings.tariffs)
     client = settings.redis.client()
     enricher = Enricher(RedisReferenceReader(client, namespace=settings.redis.namespace))
     kafka_clients.ensure_topic(settings.kafka, settings.dead_letter_topic, 1)
     cap = settings.dead_letter.max_message_bytes
     lake = Lake(settings.output, settings.lake)
+    table: LakeTable = PartitionTable(lake)
+    recorder = compaction.CycleRecorder(table) if settings.compaction.enabled else None
     service = StreamingService(
         settings,
         consumer=kafka_clients.consumer(settings.kafka, settings.group),
@@ -123,12 +128,21 @@ def build_service(settings: Settings, hook: Hook | None = None) -> StreamingServ
             lake=lake.payloads,
             max_message_bytes=cap,
         ),
-        lake=PartitionTable(lake),
+        lake=recorder or table,
         enricher=enricher,
         tariffs=tariffs,
         resolver=resolver_for(settings.schema_registry),
         hook=hook,
     )
+    if recorder is not None:  # compacts the cycles it commits, until service.stopping
+        compaction.start(
+            lake.uri,
+            settings.lake,
+            settings.compaction,
+            recorder,
+            service.stopping,
+            service.metrics.registry,
+        )
     if settings.metrics_port is not None:  # /metrics, /healthz, /readyz until run() returns
         service.serve_http(
             settings.metrics_port,
@@ -142,7 +156,10 @@ def run(settings: Settings) -> RunStats:
     """``cdr-pipeline run``: consume until a signal or ``stop_when_idle``."""
     service = build_service(settings)
     service.install_signal_handlers()
-    return service.run()
+    try:
+        return service.run()
+    finally:
+        service.stopping.set()  # ends the scheduled compaction too
 
 
 def read_dead_letter_topic(

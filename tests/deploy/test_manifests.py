@@ -68,6 +68,14 @@ PLACEHOLDER = "CHANGE-ME"
 #: Stands for a variable's value when a command or the settings are parsed offline
 #: (parses as a number and as a string).
 FAKE_VALUE = "1"
+#: Every workload that runs the image: (kind, name).
+WORKLOADS = (
+    ("Deployment", "cdr-pipeline"),
+    ("Job", "cdr-refdata-load"),
+    ("CronJob", "cdr-lake-compact"),
+    ("CronJob", "cdr-lake-vacuum"),
+)
+LAKE_CRONJOBS = ("cdr-lake-compact", "cdr-lake-vacuum")
 CDR_NAME = re.compile(r"\bCDR_[A-Z0-9_]*[A-Z0-9]\b")
 
 Doc = dict[str, Any]
@@ -200,8 +208,11 @@ def secret_values() -> dict[str, str]:
 
 
 def pod_spec(kind: str, name: str) -> Doc:
-    spec: Doc = k8s_object(kind, name)["spec"]["template"]["spec"]
-    return spec
+    spec: Doc = k8s_object(kind, name)["spec"]
+    if kind == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod: Doc = spec["template"]["spec"]
+    return pod
 
 
 def container(kind: str, name: str) -> Doc:
@@ -429,8 +440,7 @@ def test_kustomization_lists_every_manifest() -> None:
         "kustomization.yaml resources must be exactly the manifests in deploy/k8s"
     )
     assert {i["name"] for i in kustomization.get("images", [])} == {
-        container(kind, name)["image"].split(":")[0]
-        for kind, name in (("Deployment", "cdr-pipeline"), ("Job", "cdr-refdata-load"))
+        container(kind, name)["image"].split(":")[0] for kind, name in WORKLOADS
     }
 
 
@@ -457,7 +467,7 @@ def test_k8s_builtin_kinds_validate_strictly() -> None:
         where = f"{path.name}: {doc['kind']}/{doc['metadata']['name']}"
         failures += _validation_failures(doc, where)
     assert not failures, "\n".join(failures)
-    assert {"Deployment", "ConfigMap", "Secret", "PersistentVolumeClaim", "Job"} <= kinds
+    assert {"Deployment", "ConfigMap", "Secret", "PersistentVolumeClaim", "Job", "CronJob"} <= kinds
 
 
 def test_strict_validation_catches_a_misspelled_field() -> None:
@@ -640,7 +650,7 @@ def test_k8s_references_resolve() -> None:
         assert selector.items() <= labels.items(), f"{kind} selects no consumer pod"
     secret = secret_values()
     claims = {k8s_object("PersistentVolumeClaim")["metadata"]["name"]}
-    for kind, name in (("Deployment", "cdr-pipeline"), ("Job", "cdr-refdata-load")):
+    for kind, name in WORKLOADS:
         spec = pod_spec(kind, name)
         c = container(kind, name)
         for source in c.get("envFrom", []):
@@ -675,7 +685,7 @@ def test_k8s_secrets_are_never_inlined() -> None:
         if "://" in value:
             url = urlsplit(value)
             assert url.password is None, f"ConfigMap: {key} carries a password: use secret.yaml"
-    for kind, name in (("Deployment", "cdr-pipeline"), ("Job", "cdr-refdata-load")):
+    for kind, name in WORKLOADS:
         for item in container(kind, name).get("env", []):
             if not is_secret_variable(item["name"]):
                 continue
@@ -702,8 +712,52 @@ def test_refdata_job_uses_the_consumers_redis_settings() -> None:
 
 
 def test_k8s_commands_parse_with_the_cli() -> None:
-    _cli_accepts(container("Deployment", "cdr-pipeline")["args"], "Deployment")
-    _cli_accepts(container("Job", "cdr-refdata-load")["args"], "refdata Job")
+    for kind, name in WORKLOADS:
+        _cli_accepts(container(kind, name)["args"], f"{kind}/{name}")
+
+
+def test_lake_cronjobs_maintain_the_consumers_lake(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The compaction and vacuum CronJobs: never two runs at once, the consumers' lake
+    (same volume, same mount, the same CDR_OUTPUT from their ConfigMap), nothing else
+    (no Kafka or Redis settings, no secrets), a safe vacuum retention, and settings
+    that load."""
+    from pipeline.lake.maintenance import SAFE_RETAIN_HOURS
+
+    consumers = pod_spec("Deployment", "cdr-pipeline")
+    consumer_lake = next(v for v in consumers["volumes"] if v["name"] == "lake")
+    consumer_mount = next(
+        m for m in container("Deployment", "cdr-pipeline")["volumeMounts"] if m["name"] == "lake"
+    )
+    deployment_output = settings_from(
+        mounted_env("Deployment", "cdr-pipeline", tmp_path / "deployment"), monkeypatch, "dep"
+    ).output
+    for name in LAKE_CRONJOBS:
+        cron = k8s_object("CronJob", name)
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid", name
+        spec = pod_spec("CronJob", name)
+        assert spec["restartPolicy"] == "Never"
+        lake = next(v for v in spec["volumes"] if v["name"] == "lake")
+        assert lake == consumer_lake, f"{name}: not the consumers' lake volume"
+        mount = next(m for m in container("CronJob", name)["volumeMounts"] if m["name"] == "lake")
+        assert mount == consumer_mount, f"{name}: the lake mounted elsewhere"
+        env = kubelet_env("CronJob", name)
+        assert set(env) == {"CDR_OUTPUT"}, f"{name}: only the lake location, got {sorted(env)}"
+        assert not container("CronJob", name).get("envFrom")
+        settings = settings_from(env, monkeypatch, name)
+        assert settings.output == deployment_output
+    compact = container("CronJob", "cdr-lake-compact")["args"]
+    assert compact[:2] == ["lake", "compact"]
+    vacuum = container("CronJob", "cdr-lake-vacuum")["args"]
+    assert vacuum[:2] == ["lake", "vacuum"]
+    assert "--force" not in vacuum
+    assert int(vacuum[vacuum.index("--retain-hours") + 1]) >= SAFE_RETAIN_HOURS
+    hourly = k8s_object("CronJob", "cdr-lake-compact")["spec"]["schedule"].split()
+    daily = k8s_object("CronJob", "cdr-lake-vacuum")["spec"]["schedule"].split()
+    assert hourly[1:] == ["*", "*", "*", "*"], "compaction runs every hour"
+    assert daily[2:] == ["*", "*", "*"], "vacuum runs once a day"
+    assert daily[1] != "*", "vacuum runs once a day"
 
 
 def test_k8s_settings_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -739,7 +793,7 @@ def test_every_cdr_variable_is_a_real_setting() -> None:
     for key in secret_values():
         if key.startswith("CDR_"):
             used.setdefault(key, set()).add("k8s Secret")
-    for kind, name in (("Deployment", "cdr-pipeline"), ("Job", "cdr-refdata-load")):
+    for kind, name in WORKLOADS:
         for item in container(kind, name).get("env", []):
             used.setdefault(item["name"], set()).add(f"k8s {kind}")
     for path in sorted(DEPLOY.rglob("*")):
@@ -780,7 +834,7 @@ def test_dockerfile_is_sound() -> None:
     uid = by_kind["USER"][-1].split(":")[0]
     assert uid.isdigit(), "USER must be numeric (runAsNonRoot can only verify a uid)"
     assert int(uid) != 0, "USER must not be root"
-    for kind, name in (("Deployment", "cdr-pipeline"), ("Job", "cdr-refdata-load")):
+    for kind, name in WORKLOADS:
         assert pod_spec(kind, name)["securityContext"]["runAsUser"] == int(uid)
 
     env = " ".join(by_kind["ENV"])
