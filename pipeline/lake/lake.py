@@ -37,7 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import Field as DeltaField
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.schema import PrimitiveType
 
 from pipeline.errors import ConfigError, FencedError, PipelineError, SinkError
 from pipeline.lake.location import LakeLocation, parse_location
@@ -57,6 +59,10 @@ from pipeline.lake.tables import (
 from pipeline.settings import LakeSettings
 
 LOG = logging.getLogger(__name__)
+
+
+#: Delta type names of the columns schema evolution may add.
+_DELTA_TYPES = {pa.int64(): "long", pa.string(): "string"}
 
 
 def partition_app_id(topic: str, partition: int) -> str:
@@ -337,6 +343,7 @@ class Lake:
             raise ValueError(f"invoice lines of another cycle than {cycle}")
         table = self._open(INVOICES, create=True)
         assert table is not None
+        self._evolve(table, TABLES[INVOICES])
         try:
             self._write(
                 table,
@@ -352,16 +359,84 @@ class Lake:
             ) from exc
         return table.version()
 
+    def _evolve(self, table: DeltaTable, spec: TableSpec) -> None:
+        """Add to ``table`` the nullable columns of ``spec`` it lacks (a table created by
+        an earlier version, e.g. ``invoice_lines`` before ``rated_calls_version``), in
+        one commit of its own; older versions keep their schema (read back as nulls)."""
+        have = set(table.schema().to_arrow().names)
+        new = [f for f in spec.schema if f.name not in have]
+        if not new:
+            return
+        if any(not f.nullable for f in new):
+            raise ConfigError(
+                f"{self.table_uri(spec.name)} lacks the required column(s) "
+                f"{', '.join(f.name for f in new if not f.nullable)}: not a table of this version"
+            )
+        try:
+            table.alter.add_columns(
+                [
+                    DeltaField(f.name, PrimitiveType(_DELTA_TYPES[f.type]), nullable=True)
+                    for f in new
+                ]
+            )
+        except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.storage, "writing to") from None
+        LOG.info("table=%s schema evolved: added %s", spec.name, ", ".join(f.name for f in new))
+
     # ------------------------------------------------------------- reading
-    def dataset(self, name: str) -> pads.Dataset | None:
+    def dataset(self, name: str, version: int | None = None) -> pads.Dataset | None:
         """A ``pyarrow`` dataset of the live files of table ``name`` at its current
-        version (None: no such table). Scans push projections and filters down."""
+        version, or at ``version`` (time travel, see :meth:`snapshot`); None: no such
+        table. Scans push projections and filters down."""
+        found = self.snapshot(name, version)
+        return None if found is None else found[1]
+
+    def snapshot(self, name: str, version: int | None = None) -> tuple[int, pads.Dataset] | None:
+        """``(version, dataset)`` of table ``name``: its current version, or ``version``
+        (time travel: the files live at that commit); None: no such table. The dataset
+        is of exactly that version, whatever is committed meanwhile.
+
+        :class:`ConfigError` if ``version`` is negative, beyond the latest version, or
+        no longer readable (its log was cleaned up); nothing is written."""
         table = self._open(name, create=False)
         if table is None:
             return None
+        if version is not None and version != table.version():
+            table = self._at_version(name, table.version(), version)
         try:
-            return table.to_pyarrow_dataset(filesystem=self.storage.subtree(name))
+            return table.version(), table.to_pyarrow_dataset(filesystem=self.storage.subtree(name))
         except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.storage, "reading") from None
+
+    def _at_version(self, name: str, latest: int, version: int) -> DeltaTable:
+        """A handle of table ``name`` at ``version`` (not kept in ``_handles``)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise ConfigError(f"{version!r} is not a table version: expected a whole number >= 0")
+        if version > latest:
+            raise ConfigError(
+                f"{self.table_uri(name)} has no version {version}: its latest version is {latest}"
+            )
+        try:
+            return DeltaTable(
+                self.table_uri(name), version=version, storage_options=self._options()
+            )
+        except DeltaError as exc:
+            raise ConfigError(
+                f"version {version} of {self.table_uri(name)} can no longer be read (its log "
+                f"was cleaned up; latest version {latest}): {' '.join(str(exc).split())[:200]}"
+            ) from None
+        except OSError as exc:
+            raise describe_error(exc, self.storage, "reading") from None
+
+    def count_rows(self, name: str, cycle: str, version: int | None = None) -> int:
+        """Rows of table ``name`` in ``cycle``'s partition (at ``version``), from the
+        files' metadata (no data is read)."""
+        data = self.dataset(name, version)
+        if data is None:
+            return 0
+        try:
+            return int(data.count_rows(filter=pads.field(PARTITION) == cycle))
+        except (pa.ArrowInvalid, OSError) as exc:
             raise describe_error(exc, self.storage, "reading") from None
 
     def live_files(self, name: str, cycle: str | None = None) -> list[str]:
@@ -391,14 +466,27 @@ class Lake:
         return datetime.fromtimestamp(int(newest) / 1000, UTC)
 
     def _scan(
-        self, name: str, columns: list[str], where: pads.Expression | None = None
+        self,
+        name: str,
+        columns: list[str],
+        where: pads.Expression | None = None,
+        version: int | None = None,
     ) -> pa.Table:
+        """``columns`` of table ``name`` (at ``version``); a nullable column the table
+        (version) lacks, added since by schema evolution, reads as nulls."""
         spec = TABLES[name]
-        data = self.dataset(name)
+        data = self.dataset(name, version)
         if data is None:
             return spec.schema.empty_table().select(columns)
+        missing = [
+            c for c in columns if c not in data.schema.names and spec.schema.field(c).nullable
+        ]
         try:
-            table = data.to_table(columns=columns, filter=where)
+            table = data.to_table(columns=[c for c in columns if c not in missing], filter=where)
+            for column in missing:
+                nulls = pa.nulls(table.num_rows, spec.schema.field(column).type)
+                table = table.append_column(column, nulls)
+            table = table.select(columns)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ConfigError(
@@ -443,6 +531,10 @@ class Lake:
         columns = [c for c in TABLES[DEAD].schema.names if c.startswith("source_")]
         return {dead_letter_key(r) for r in self._scan(DEAD, columns).to_pylist()}
 
-    def read_invoice_lines(self, cycle: str) -> pa.Table:
-        """The invoice lines of one cycle."""
-        return self._scan(INVOICES, TABLES[INVOICES].schema.names, pads.field(PARTITION) == cycle)
+    def read_invoice_lines(self, cycle: str, version: int | None = None) -> pa.Table:
+        """The invoice lines of one cycle, as of ``version`` of ``invoice_lines`` (time
+        travel; default: the latest). Lines closed before ``rated_calls_version`` was
+        recorded have it null."""
+        return self._scan(
+            INVOICES, TABLES[INVOICES].schema.names, pads.field(PARTITION) == cycle, version
+        )
