@@ -399,10 +399,10 @@ def run_close(
 
     check_cycle(cycle)
     lake.require_existing()
-    found = lake.snapshot(RATED, as_of)
-    assert found is not None  # require_existing
-    version, rated = found
-    records = lake.count_rows(RATED, cycle, version)
+    rated = lake.snapshot(RATED, as_of)
+    assert rated is not None  # require_existing
+    version = rated.version
+    records = rated.count_rows(cycle)
     if records == 0 and not allow_empty:
         known = ", ".join(lake.cycles()) or "none"
         at = f" at {RATED} version {version}" if as_of is not None else ""

@@ -1,9 +1,11 @@
 """A cycle's :class:`~pipeline.rating.cycle.CycleTotals`, out of core, by DuckDB over a
 scan of ``rated_calls``.
 
-The table's ``pyarrow`` dataset (one Delta version) is registered in DuckDB; DuckDB
-pushes the projection and the ``billing_cycle`` filter into the scan and streams the
-files, so no step holds the cycle in memory:
+DuckDB reads one Delta version of the table: the Parquet files that version lists,
+directly for a local lake (projection pushed into its Parquet reader, streamed), or
+the version's ``pyarrow`` dataset for a lake in object storage (projection and the
+``billing_cycle`` filter pushed into the Arrow scan). No step holds the cycle in
+memory:
 
 * the highest revision of each call_id in the cycle (a window over ``call_id``, ties
   broken by the source position exactly as
@@ -29,15 +31,17 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from pipeline.errors import ConfigError
-from pipeline.rating.cycle import CycleTotals
+from pipeline.lake.lake import Snapshot
+from pipeline.lake.tables import PARTITION
+from pipeline.rating.cycle import TOTALS_SCHEMAS, CycleTotals
 from pipeline.settings import CloseSettings
 
 #: The rated records of the cycle, one row per call (highest revision), with what the
 #: totals need; then the calls no other cycle holds at a higher revision; then every
-#: total in one pass. $cycle, $bound (C2 seconds) are parameters. The names are those
+#: total in one pass. ``cycle_rows``: the cycle's rated records; ``other_rows``: call_id
+#: and revision of the other cycles'; $bound (C2 seconds) is a parameter. The names are those
 #: of :class:`~pipeline.rating.codes.CallClass` and ``Flag.OFFSHORE``.
 _TOTALS_SQL = """
 WITH kept AS (
@@ -45,8 +49,7 @@ WITH kept AS (
            list_contains(flags, 'OFFSHORE') AS offshore,
            usage_charge, surcharge, billable_seconds,
            (duration_ms + 999) // 1000 AS seconds
-    FROM rated
-    WHERE billing_cycle = $cycle
+    FROM cycle_rows
     QUALIFY row_number() OVER (
         PARTITION BY call_id
         ORDER BY revision DESC NULLS LAST, source_partition DESC NULLS LAST,
@@ -60,7 +63,7 @@ calls AS (
            k.call_class = 'TOLL_FREE' AND NOT k.offshore AS flat_tf,
            k.call_class IN ('TOLL_FREE', 'DID') AS inbound
     FROM kept k
-    ANTI JOIN (SELECT call_id, revision FROM rated WHERE billing_cycle <> $cycle) o
+    ANTI JOIN other_rows o
         ON o.call_id = k.call_id AND o.revision > k.revision
 )
 SELECT
@@ -94,12 +97,21 @@ _ACCOUNTS, _USAGE, _SHORT, _CARRIER, _TRUNKS = 0b11111, 0b00111, 0b11011, 0b1110
 
 
 def scan_cycle_totals(
-    rated: pads.Dataset, cycle: str, short_bound: int, settings: CloseSettings
+    rated: Snapshot, cycle: str, short_bound: int, settings: CloseSettings
 ) -> CycleTotals:
-    """The :class:`CycleTotals` of ``cycle`` in ``rated`` (a dataset of ``rated_calls``:
+    """The :class:`CycleTotals` of ``cycle`` in ``rated`` (a version of ``rated_calls``:
     every cycle, so that revisions in other cycles are seen), counting C2 short calls
     up to ``short_bound`` seconds. :class:`ConfigError` if DuckDB cannot keep to the
-    memory limit or spill (naming the settings to change)."""
+    memory limit or spill (naming the settings to change), or a data file cannot be
+    read.
+
+    A local lake's Parquet files are read by DuckDB itself (streamed, within its memory
+    limit); a lake in object storage through the table's ``pyarrow`` dataset (DuckDB
+    pushes the projection and the cycle filter into it), which holds more memory in
+    Arrow's read-ahead (docs/decisions.md)."""
+    files = rated.local_files()
+    if files is not None and not files.get(cycle):
+        return _split(None)  # no rated record in the cycle (an empty close)
     spill = settings.temp_directory
     directory = Path(tempfile.mkdtemp(prefix="cdr-close-")) if spill is None else spill
     config: dict[str, str | bool | int | float | list[str]] = {
@@ -110,8 +122,8 @@ def scan_cycle_totals(
     }
     try:
         with duckdb.connect(config=config) as con:
-            con.register("rated", rated)
-            query = con.sql(_TOTALS_SQL, params={"cycle": cycle, "bound": short_bound})
+            _sources(con, rated, files, cycle)
+            query = con.sql(_TOTALS_SQL, params={"bound": short_bound})
             grouped = query.to_arrow_table()
     except duckdb.OutOfMemoryException as exc:
         raise ConfigError(
@@ -119,10 +131,10 @@ def scan_cycle_totals(
             f"{settings.memory_limit} (spilling to {directory}): raise the limit "
             f"(CDR_CLOSE__MEMORY_LIMIT) or free space there ({_first_line(exc)})"
         ) from None
-    except (duckdb.IOException, duckdb.PermissionException) as exc:
+    except duckdb.IOException as exc:
         raise ConfigError(
-            f"closing {cycle}: DuckDB cannot spill to {directory} "
-            f"(close.temp_directory): {_first_line(exc)}"
+            f"closing {cycle}: DuckDB cannot read a data file of rated_calls or spill to "
+            f"{directory} (close.temp_directory): {_first_line(exc)}"
         ) from None
     except (duckdb.InvalidInputException, pa.ArrowException) as exc:
         raise ConfigError(
@@ -135,8 +147,35 @@ def scan_cycle_totals(
     return _split(grouped)
 
 
-def _split(grouped: pa.Table) -> CycleTotals:
-    """The rows of each grouping set, as the tables of :class:`CycleTotals`."""
+def _sources(
+    con: duckdb.DuckDBPyConnection,
+    rated: Snapshot,
+    files: dict[str, list[str]] | None,
+    cycle: str,
+) -> None:
+    """Views ``cycle_rows`` and ``other_rows`` over the snapshot: its local Parquet
+    files (partition values are folder names, not columns), or its dataset."""
+    if files is not None:
+        con.read_parquet(files[cycle], union_by_name=True).create_view("cycle_rows")
+        others = [f for value, paths in files.items() if value != cycle for f in paths]
+        if others:
+            rel = con.read_parquet(others, union_by_name=True).select("call_id, revision")
+        else:
+            rel = con.sql("SELECT NULL::VARCHAR AS call_id, NULL::INTEGER AS revision LIMIT 0")
+        rel.create_view("other_rows")
+        return
+    scan = con.from_arrow(rated.dataset())
+    column = duckdb.ColumnExpression(PARTITION)
+    value = duckdb.ConstantExpression(cycle)
+    scan.filter(column == value).create_view("cycle_rows")
+    scan.filter(column != value).select("call_id, revision").create_view("other_rows")
+
+
+def _split(grouped: pa.Table | None) -> CycleTotals:
+    """The rows of each grouping set, as the tables of :class:`CycleTotals` (None: no
+    calls)."""
+    if grouped is None:
+        return CycleTotals.of({n: schema.empty_table() for n, schema in TOTALS_SCHEMAS.items()})
 
     def rows(grp: int, keep: str | None = None) -> pa.Table:
         mask = pc.equal(grouped.column("grp"), grp)

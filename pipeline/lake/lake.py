@@ -75,6 +75,51 @@ def _conform(rows: pa.Table, spec: TableSpec) -> pa.Table:
     return rows.select(spec.schema.names).cast(spec.schema)
 
 
+class Snapshot:
+    """One version of one table of a lake (:meth:`Lake.snapshot`)."""
+
+    def __init__(self, lake: Lake, name: str, table: DeltaTable) -> None:
+        self.lake, self.name, self.table = lake, name, table
+        self.version: int = table.version()
+
+    def dataset(self) -> pads.Dataset:
+        """A ``pyarrow`` dataset of the files live at this version."""
+        try:
+            return self.table.to_pyarrow_dataset(filesystem=self.lake.storage.subtree(self.name))
+        except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.lake.storage, "reading") from None
+
+    def count_rows(self, cycle: str) -> int:
+        """Rows in ``cycle``'s partition, from the files' metadata (no data is read)."""
+        try:
+            return int(self.dataset().count_rows(filter=pads.field(PARTITION) == cycle))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise describe_error(exc, self.lake.storage, "reading") from None
+
+    def local_files(self) -> dict[str, list[str]] | None:
+        """The Parquet files live at this version by partition value (``billing_cycle``),
+        as local paths any Parquet reader (DuckDB) can read whole: None for a lake in
+        object storage, or a table whose files need Delta to be read right (deletion
+        vectors, column mapping)."""
+        if self.lake.location.path is None:
+            return None
+        features = set(self.table.protocol().reader_features or ())
+        if features & {"deletionVectors", "columnMapping"}:
+            return None
+        try:
+            uris = self.table.file_uris()
+        except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.lake.storage, "reading") from None
+        out: dict[str, list[str]] = {}
+        for uri in uris:
+            part = next(
+                (seg for seg in uri.split("/") if seg.startswith(f"{PARTITION}=")),
+                f"{PARTITION}=",
+            )
+            out.setdefault(part.split("=", 1)[1], []).append(uri)
+        return out
+
+
 class Lake:
     """A lake at a local directory or ``s3://bucket/prefix`` (see the module docstring).
 
@@ -388,13 +433,16 @@ class Lake:
         """A ``pyarrow`` dataset of the live files of table ``name`` at its current
         version, or at ``version`` (time travel, see :meth:`snapshot`); None: no such
         table. Scans push projections and filters down."""
-        found = self.snapshot(name, version)
-        return None if found is None else found[1]
+        if version is not None:
+            found = self.snapshot(name, version)
+            return None if found is None else found.dataset()
+        table = self._open(name, create=False)
+        return None if table is None else Snapshot(self, name, table).dataset()
 
-    def snapshot(self, name: str, version: int | None = None) -> tuple[int, pads.Dataset] | None:
-        """``(version, dataset)`` of table ``name``: its current version, or ``version``
-        (time travel: the files live at that commit); None: no such table. The dataset
-        is of exactly that version, whatever is committed meanwhile.
+    def snapshot(self, name: str, version: int | None = None) -> Snapshot | None:
+        """Table ``name`` pinned at its current version, or at ``version`` (time travel:
+        the files live at that commit), whatever is committed meanwhile; None: no such
+        table.
 
         :class:`ConfigError` if ``version`` is negative, beyond the latest version, or
         no longer readable (its log was cleaned up); nothing is written."""
@@ -403,10 +451,9 @@ class Lake:
             return None
         if version is not None and version != table.version():
             table = self._at_version(name, table.version(), version)
-        try:
-            return table.version(), table.to_pyarrow_dataset(filesystem=self.storage.subtree(name))
-        except (OSError, DeltaError) as exc:
-            raise describe_error(exc, self.storage, "reading") from None
+        else:  # pinned: a copy that later refreshes of the cached handle do not move
+            table = self._at_version(name, table.version(), table.version())
+        return Snapshot(self, name, table)
 
     def _at_version(self, name: str, latest: int, version: int) -> DeltaTable:
         """A handle of table ``name`` at ``version`` (not kept in ``_handles``)."""
