@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError
-from pipeline.lake.lake import Snapshot
+from pipeline.lake.lake import Snapshot, unreadable_file
 from pipeline.lake.tables import PARTITION
 from pipeline.rating.cycle import TOTALS_SCHEMAS, CycleTotals
 from pipeline.settings import CloseSettings
@@ -137,10 +137,7 @@ def scan_cycle_totals(
             f"{directory} (close.temp_directory): {_first_line(exc)}"
         ) from None
     except (duckdb.InvalidInputException, pa.ArrowException) as exc:
-        raise ConfigError(
-            f"closing {cycle}: a data file of rated_calls cannot be read "
-            f"({_first_line(exc)}): restore it, or re-run the command that wrote it"
-        ) from None
+        raise unreadable_file(rated.lake.table_uri(rated.name), exc) from None
     finally:
         if spill is None:
             shutil.rmtree(directory, ignore_errors=True)

@@ -65,6 +65,15 @@ LOG = logging.getLogger(__name__)
 _DELTA_TYPES = {pa.int64(): "long", pa.string(): "string"}
 
 
+def unreadable_file(table_uri: str, exc: BaseException) -> ConfigError:
+    """The refusal for a data file of ``table_uri`` that cannot be read (``exc``)."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return ConfigError(
+        f"a data file of {table_uri} cannot be read ({reason}): restore it, "
+        "or re-run the command that wrote it"
+    )
+
+
 def partition_app_id(topic: str, partition: int) -> str:
     """The application-transaction id of a topic-partition: ``<topic>+<partition>``."""
     return f"{topic}+{partition}"
@@ -93,7 +102,9 @@ class Snapshot:
         """Rows in ``cycle``'s partition, from the files' metadata (no data is read)."""
         try:
             return int(self.dataset().count_rows(filter=pads.field(PARTITION) == cycle))
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise unreadable_file(self.lake.table_uri(self.name), exc) from None
+        except OSError as exc:
             raise describe_error(exc, self.lake.storage, "reading") from None
 
     def local_files(self) -> dict[str, list[str]] | None:
@@ -535,11 +546,7 @@ class Lake:
                 table = table.append_column(column, nulls)
             table = table.select(columns)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise ConfigError(
-                f"a data file of {self.table_uri(name)} cannot be read ({reason}): restore it, "
-                "or re-run the command that wrote it"
-            ) from None
+            raise unreadable_file(self.table_uri(name), exc) from None
         except OSError as exc:
             raise describe_error(exc, self.storage, "reading") from None
         schema = pa.schema([spec.schema.field(c) for c in columns])
