@@ -7,9 +7,10 @@ the version's ``pyarrow`` dataset for a lake in object storage (projection and t
 ``billing_cycle`` filter pushed into the Arrow scan). No step holds the cycle in
 memory:
 
-* the highest revision of each call_id in the cycle (a window over ``call_id``, ties
-  broken by the source position exactly as
-  :func:`~pipeline.rating.cycle.latest_revisions`);
+* the highest revision of each call_id in the cycle: the call ids with more than one
+  record are found first (a spilling hash aggregate), and only their records go
+  through a window over ``call_id`` (ties broken by the source position exactly as
+  :func:`~pipeline.rating.cycle.latest_revisions`); the others pass as they are;
 * calls superseded by a higher revision rated into another cycle are dropped with an
   anti join against the other cycles' ``(call_id, revision)`` (a scan, never a set
   loaded whole);
@@ -44,12 +45,23 @@ from pipeline.settings import CloseSettings
 #: and revision of the other cycles'; $bound (C2 seconds) is a parameter. The names are those
 #: of :class:`~pipeline.rating.codes.CallClass` and ``Flag.OFFSHORE``.
 _TOTALS_SQL = """
-WITH kept AS (
+WITH repeated AS (  -- call ids with more than one record in the cycle (revisions, copies)
+    SELECT call_id FROM cycle_rows GROUP BY call_id HAVING count(*) > 1
+),
+projected AS NOT MATERIALIZED (
     SELECT call_id, revision, account_id, trunk_id, call_class, origin_carrier_category,
            list_contains(flags, 'OFFSHORE') AS offshore,
            usage_charge, surcharge, billable_seconds,
-           (duration_ms + 999) // 1000 AS seconds
+           (duration_ms + 999) // 1000 AS seconds,
+           source_partition, source_offset, source_file, source_index
     FROM cycle_rows
+),
+kept AS (
+    SELECT * EXCLUDE (source_partition, source_offset, source_file, source_index)
+    FROM projected ANTI JOIN repeated USING (call_id)
+    UNION ALL
+    SELECT * EXCLUDE (source_partition, source_offset, source_file, source_index)
+    FROM (SELECT * FROM projected SEMI JOIN repeated USING (call_id))
     QUALIFY row_number() OVER (
         PARTITION BY call_id
         ORDER BY revision DESC NULLS LAST, source_partition DESC NULLS LAST,
