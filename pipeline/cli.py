@@ -251,9 +251,10 @@ def cmd_close_cycle(args: argparse.Namespace) -> int:
             f"({result.records:,} rated records); nothing written"
         )
         stored = result.previous.column("rated_calls_version").unique().to_pylist()
+        recorded = ", ".join("not recorded" if v is None else str(v) for v in stored)
         against = (
             f"the stored close (invoice_lines version {result.previous_version}, "
-            f"from {RATED} version {', '.join(str(v) for v in stored) or 'none'})"
+            f"from {RATED} version {recorded or 'none'})"
         )
     else:
         console.print(

@@ -225,7 +225,7 @@ def test_c1_c4_out_of_core_equals_the_in_memory_close_on_generated_traffic(
 def test_a_small_memory_limit_gives_the_same_lines_and_too_small_a_clear_refusal(
     traffic: list[Path], tmp_path: Path
 ) -> None:
-    """close.memory_limit / close.temp_directory reach DuckDB: a close within 64 MB
+    """close.memory_limit / close.temp_directory reach DuckDB: a close within 256 MB
     gives the same lines as the default and leaves the spill directory empty; within
     1 MB it is refused (ConfigError naming the setting), writing nothing."""
     lake = Lake(tmp_path / "lake")
@@ -233,7 +233,7 @@ def test_a_small_memory_limit_gives_the_same_lines_and_too_small_a_clear_refusal
     default = run_close(lake, SAMPLE, SHIPPED, NOV).lines
     spill = tmp_path / "spill"
     spill.mkdir()
-    small = CloseSettings(memory_limit="64MB", temp_directory=spill)
+    small = CloseSettings(memory_limit="256MB", temp_directory=spill)
     tight = run_close(lake, SAMPLE, SHIPPED, NOV, settings=small)
     assert tight.lines.equals(default)
     assert not tight.changes
