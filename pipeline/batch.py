@@ -51,14 +51,15 @@ from pipeline.avro.schemas import encode_datum
 from pipeline.errors import ConfigError
 from pipeline.io.avro_files import count_records, file_problem, iter_event_batches, schema_of
 from pipeline.lake.lake import Lake
-from pipeline.lake.tables import DEAD, RATED, check_cycle
+from pipeline.lake.tables import DEAD, INVOICES, RATED, check_cycle
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.rating.compiled import check_accounts_have_tariffs
-from pipeline.rating.cycle import close_cycle
+from pipeline.rating.cycle import invoice_lines, short_call_bound
+from pipeline.rating.invoice_diff import LineChange, invoice_changes
 from pipeline.rating.rate import REQUIRED, rate_batch
 from pipeline.rating.reference import ReferenceData
 from pipeline.rating.tariffs import TariffBook
-from pipeline.settings import LakeSettings
+from pipeline.settings import CloseSettings, LakeSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -333,33 +334,104 @@ def total_records(files: Sequence[Path]) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class CloseResult:
+    """A close of ``cycle`` (:func:`run_close`): its ``lines``, computed from version
+    ``rated_calls_version`` of ``rated_calls`` (``records`` rated records of the
+    cycle, every revision), written as version ``invoice_version`` of
+    ``invoice_lines`` (None: ``as_of``, nothing written), and how they differ from
+    ``previous`` (the lines of ``invoice_lines`` version ``previous_version``: the
+    close before this one, or with ``as_of`` the close stored now)."""
+
+    cycle: str
+    lines: pa.Table
+    rated_calls_version: int
+    records: int
+    invoice_version: int | None
+    previous: pa.Table
+    previous_version: int | None
+    changes: list[LineChange]
+
+
 def close(
-    lake: Lake, ref: ReferenceData, tariffs: TariffBook, cycle: str, *, allow_empty: bool = False
+    lake: Lake,
+    ref: ReferenceData,
+    tariffs: TariffBook,
+    cycle: str,
+    *,
+    allow_empty: bool = False,
+    settings: CloseSettings | None = None,
 ) -> pa.Table:
-    """C1-C4 over the cycle's rated records; replaces the cycle's invoice lines.
+    """The invoice lines of a close of ``cycle`` (:func:`run_close`)."""
+    return run_close(lake, ref, tariffs, cycle, allow_empty=allow_empty, settings=settings).lines
+
+
+def run_close(
+    lake: Lake,
+    ref: ReferenceData,
+    tariffs: TariffBook,
+    cycle: str,
+    *,
+    allow_empty: bool = False,
+    as_of: int | None = None,
+    settings: CloseSettings | None = None,
+) -> CloseResult:
+    """C1-C4 over the cycle's rated records at one version of ``rated_calls`` (the
+    latest, or ``as_of``); replaces the cycle's invoice lines in one commit, each line
+    recording that version, and compares them with the previous close (read back by
+    time travel: ``invoice_lines`` one version before this commit).
+
+    ``as_of``: reproduce a past close: read ``rated_calls`` at that version and write
+    nothing; the lines are compared with the close stored now. With the same reference
+    data and tariffs, closing ``as_of`` the ``rated_calls_version`` a close recorded
+    gives exactly its lines.
+
+    Out of core: DuckDB aggregates the cycle within ``settings.memory_limit``
+    (:mod:`pipeline.lake.cycle_scan`); the rules run on the per-account totals.
 
     Refuses with :class:`ConfigError`, writing nothing, a malformed ``cycle``, a lake
-    that does not exist or has no ``rated_calls`` table, an unreadable lake file, and
-    a cycle with no rated records unless ``allow_empty`` (then the cycle gets an empty
-    invoice partition). The cycle's invoice lines are replaced in one commit.
+    that does not exist or has no ``rated_calls`` table, an ``as_of`` that is not a
+    readable version of it, an unreadable lake file, and a cycle with no rated records
+    (at that version) unless ``allow_empty`` (then the cycle gets an empty invoice
+    partition).
     """
+    from pipeline.lake.cycle_scan import scan_cycle_totals
+
     check_cycle(cycle)
     lake.require_existing()
-    rated = lake.read_rated(cycle)
-    if rated.num_rows == 0 and not allow_empty:
+    rated = lake.snapshot(RATED, as_of)
+    assert rated is not None  # require_existing
+    version = rated.version
+    records = rated.count_rows(cycle)
+    if records == 0 and not allow_empty:
         known = ", ".join(lake.cycles()) or "none"
+        at = f" at {RATED} version {version}" if as_of is not None else ""
         raise ConfigError(
-            f"cycle {cycle} has no rated calls in {lake.uri} (cycles with rated calls: "
-            f"{known}); nothing written. Check --cycle, or pass --allow-empty to write an "
-            "empty invoice for it"
+            f"cycle {cycle} has no rated calls{at} in {lake.uri} (cycles with rated calls "
+            f"now: {known}); nothing written. Check --cycle, or pass --allow-empty to "
+            + ("close it empty anyway" if as_of is not None else "write an empty invoice for it")
         )
-    lines = close_cycle(rated, ref, tariffs, cycle, elsewhere=lake.max_revisions_outside(cycle))
-    version = lake.write_invoice_lines(lines, cycle)
-    LOG.info(
-        "closed cycle=%s records=%d lines=%d invoice_lines_version=%d",
-        cycle,
-        rated.num_rows,
-        lines.num_rows,
-        version,
+    totals = scan_cycle_totals(
+        rated, cycle, short_call_bound(tariffs, cycle), settings or CloseSettings()
     )
-    return lines
+    lines = invoice_lines(totals, ref, tariffs, cycle, rated_calls_version=version)
+    if as_of is not None:
+        previous_version = lake.version(INVOICES)
+        previous = lake.read_invoice_lines(cycle)
+        written = None
+    else:
+        written = lake.write_invoice_lines(lines, cycle)
+        previous_version = written - 1
+        previous = lake.read_invoice_lines(cycle, previous_version)
+    changes = invoice_changes(previous, lines)
+    LOG.info(
+        "closed cycle=%s rated_calls_version=%d records=%d lines=%d changed_lines=%d "
+        "invoice_lines_version=%s",
+        cycle,
+        version,
+        records,
+        lines.num_rows,
+        len(changes),
+        "none (as of)" if written is None else written,
+    )
+    return CloseResult(cycle, lines, version, records, written, previous, previous_version, changes)

@@ -260,21 +260,69 @@ def cmd_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table_version(value: str) -> int:
+    """``--as-of``: a table version, a whole number >= 0 (argparse refuses, exit 2)."""
+    text = value.strip()
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a table version: expected a whole number >= 0 (the "
+            "rated_calls_version an invoice line records)"
+        )
+    return int(text)
+
+
 def cmd_close_cycle(args: argparse.Namespace) -> int:
-    from pipeline.batch import close
-    from pipeline.invoice_console import invoice_table
-    from pipeline.lake.tables import INVOICES, check_cycle
+    from pipeline.batch import run_close
+    from pipeline.invoice_console import changes_table, invoice_table
+    from pipeline.lake.tables import INVOICES, RATED, check_cycle
+    from pipeline.rating.invoice_diff import total
+    from pipeline.settings import load_settings
     from pipeline.tariff_files import load_tariff_dir
 
-    cycle = check_cycle(args.cycle)  # the cheap refusals first; close() checks again
+    cycle = check_cycle(args.cycle)  # the cheap refusals first; run_close() checks again
+    settings = load_settings(Path(args.config) if args.config else None).close
     lake = _lake(args, args.lake, "--lake").require_existing()
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
-    lines = close(lake, ref, tariffs, cycle, allow_empty=args.allow_empty)
-    console.print(invoice_table(lines, cycle))
-    console.print(
-        f"{lines.num_rows} invoice lines -> {lake.table_uri(INVOICES)} (billing_cycle={cycle})"
+    result = run_close(
+        lake,
+        ref,
+        tariffs,
+        cycle,
+        allow_empty=args.allow_empty,
+        as_of=args.as_of,
+        settings=settings,
     )
+    console.print(invoice_table(result.lines, cycle))
+    source = f"{RATED} version {result.rated_calls_version}"
+    if result.invoice_version is None:
+        console.print(
+            f"{result.lines.num_rows} invoice lines reproduced from {source} "
+            f"({result.records:,} rated records); nothing written"
+        )
+        stored = result.previous.column("rated_calls_version").unique().to_pylist()
+        recorded = ", ".join("not recorded" if v is None else str(v) for v in stored)
+        against = (
+            f"the stored close (invoice_lines version {result.previous_version}, "
+            f"from {RATED} version {recorded or 'none'})"
+        )
+    else:
+        console.print(
+            f"{result.lines.num_rows} invoice lines from {source} ({result.records:,} rated "
+            f"records) -> {lake.table_uri(INVOICES)} (billing_cycle={cycle}), version "
+            f"{result.invoice_version}"
+        )
+        against = f"the previous close (invoice_lines version {result.previous_version})"
+    if result.invoice_version is not None and result.previous.num_rows == 0:
+        console.print(f"first close of {cycle}: no earlier invoice lines to compare with")
+    elif not result.changes:
+        console.print(f"no change against {against}")
+    else:
+        console.print(changes_table(result.changes, f"Changes of {cycle} against {against} (USD)"))
+        console.print(
+            f"{len(result.changes)} lines changed; total {total(result.previous):,.2f} -> "
+            f"{total(result.lines):,.2f}"
+        )
     return 0
 
 
@@ -565,10 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=_wrap(
             "Close a billing cycle: sum its rated calls into invoice lines per account "
             "(usage per call class, short-call surcharges, carrier mix, minute caps) and "
-            "replace the cycle's invoice lines. "
-            "Refused (exit 2, nothing written): a lake that does not exist or has no "
-            "rated_calls, a cycle that is not YYYY-MM, an unreadable lake file, a cycle with "
-            "no rated calls (unless --allow-empty)."
+            "replace the cycle's invoice lines (a new version of the invoice_lines table; "
+            "each line records the rated_calls version it was computed from). Prints what changed against the previous close, line by "
+            "line. Runs in bounded memory (close.memory_limit, spilling to "
+            "close.temp_directory). Refused (exit 2, nothing written): a lake that does not "
+            "exist or has no rated_calls, a cycle that is not YYYY-MM, an --as-of that is not "
+            "a readable version, an unreadable lake file, a cycle with no rated calls "
+            "(unless --allow-empty)."
         ),
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -580,6 +631,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-empty",
         action="store_true",
         help="write an empty invoice for a cycle with no rated calls (default: refuse)",
+    )
+    p.add_argument(
+        "--as-of",
+        type=_table_version,
+        metavar="VERSION",
+        help="reproduce a past close: read rated_calls at this table version (the "
+        "rated_calls_version its invoice lines record), print the lines and how they differ "
+        "from the stored close; nothing is written",
+    )
+    p.add_argument(
+        "--config",
+        help="settings file (YAML): close.memory_limit, close.temp_directory, lake.*",
     )
     p.set_defaults(func=cmd_close_cycle)
 

@@ -1,15 +1,19 @@
 """The closed cycle's invoice lines as a console table (rich): one row per account,
-one column per line group, totals in the footer. Used by ``close-cycle`` and ``demo``."""
+one column per line group, totals in the footer. Used by ``close-cycle`` and ``demo``.
+:func:`changes_table`: what a re-close changed, line by line."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 import pyarrow as pa
 from rich.table import Table
 
 from pipeline.rating.codes import LineType
+from pipeline.rating.invoice_diff import LineChange
 
 COLUMNS: tuple[tuple[str, tuple[LineType, ...]], ...] = (
     ("toll-free", (LineType.USAGE_TOLL_FREE_DOMESTIC,)),
@@ -51,3 +55,44 @@ def invoice_table(lines: pa.Table, cycle: str) -> Table:
         table.columns[i].footer = f"{totals[title]:,.2f}"
     table.columns[-1].footer = f"{totals['total']:,.2f}"
     return table
+
+
+def changes_table(changes: Sequence[LineChange], title: str) -> Table:
+    """One row per changed invoice line: added, removed, or changed (quantity and
+    amount before and after, and the difference)."""
+    table = Table(title=title, show_footer=True)
+    table.add_column("account", footer="all changes")
+    table.add_column("line")
+    table.add_column("trunk")
+    table.add_column("change")
+    table.add_column("quantity before", justify="right")
+    table.add_column("quantity after", justify="right")
+    table.add_column("amount before", justify="right")
+    table.add_column("amount after", justify="right")
+    table.add_column("difference", justify="right", style="bold")
+    before_total, after_total = Decimal(0), Decimal(0)
+    for change in changes:
+        before, after = change.amount("before"), change.amount("after")
+        before_total += before or 0
+        after_total += after or 0
+        table.add_row(
+            change.account_id,
+            change.line_type,
+            change.trunk_id or "",
+            change.kind,
+            _quantity(change.before),
+            _quantity(change.after),
+            "-" if before is None else f"{before:,.2f}",
+            "-" if after is None else f"{after:,.2f}",
+            f"{(after or 0) - (before or 0):+,.2f}",
+        )
+    table.columns[6].footer = f"{before_total:,.2f}"
+    table.columns[7].footer = f"{after_total:,.2f}"
+    table.columns[8].footer = f"{after_total - before_total:+,.2f}"
+    return table
+
+
+def _quantity(line: dict[str, Any] | None) -> str:
+    if line is None:
+        return "-"
+    return f"{Decimal(line['quantity']).normalize():,f} {line['unit']}"

@@ -55,6 +55,11 @@ environment variable                     file in ``CDR_SECRETS_DIR``          me
 ``CDR_LAKE__S3_SECRET_ACCESS_KEY`` *    ``lake__s3_secret_access_key``       (else ``AWS_SECRET_ACCESS_KEY``)
 ``CDR_LAKE__S3_SESSION_TOKEN`` *        ``lake__s3_session_token``           (else ``AWS_SESSION_TOKEN``)
 ``CDR_LAKE__S3_ALLOW_HTTP``             ``lake__s3_allow_http``              allow an ``http://`` endpoint
+``CDR_CLOSE__MEMORY_LIMIT``              ``close__memory_limit``              ``close-cycle``: DuckDB memory
+                                                                              (default 1GB; spills past it)
+``CDR_CLOSE__TEMP_DIRECTORY``            ``close__temp_directory``            ``close-cycle``: where DuckDB
+                                                                              spills (default: a private
+                                                                              temporary directory)
 =======================================  ===================================  =================================
 
 Combinations are checked when the settings are built, so a bad one refuses to start
@@ -79,6 +84,7 @@ clients.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
@@ -527,6 +533,31 @@ class CompactionSettings(BaseModel):
         return parse_size(self.target_size, "compaction.target_size")
 
 
+_MEMORY = re.compile(r"[0-9]+(?:\.[0-9]+)?\s*(?:[KMGT]i?B)", re.ASCII | re.IGNORECASE)
+
+
+class CloseSettings(BaseModel):
+    """``close-cycle`` out of core (:mod:`pipeline.lake.cycle_scan`): DuckDB aggregates
+    the cycle within ``memory_limit`` (DuckDB syntax: ``512MB``, ``1GB``, ``2GiB``) and
+    spills what does not fit to ``temp_directory`` (default: a private temporary
+    directory, removed afterwards). The process peaks at about the limit plus 0.5 GiB
+    (Python, Arrow scan buffers); see ``benchmarks/bench_close.py``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory_limit: str = "1GB"
+    temp_directory: Path | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not _MEMORY.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not an amount of memory: a number and a unit, e.g. 512MB, 1GB"
+            )
+        return value.strip()
+
+
 #: The AWS variables read when the ``lake`` section leaves a value unset (the usual
 #: names of the AWS SDKs and CLI; the first one set wins).
 _AWS_ENV = {
@@ -665,6 +696,9 @@ class Settings(BaseSettings):
     lake: LakeSettings = Field(default_factory=LakeSettings)
     #: The service's scheduled compaction; see :class:`CompactionSettings`.
     compaction: CompactionSettings = CompactionSettings()
+
+    #: ``close-cycle`` memory and spill directory; see :class:`CloseSettings`.
+    close: CloseSettings = CloseSettings()
 
     @field_validator("tariffs")
     @classmethod

@@ -37,7 +37,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import Field as DeltaField
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.schema import PrimitiveType
 
 from pipeline.errors import ConfigError, FencedError, PipelineError, SinkError
 from pipeline.lake.location import LakeLocation, parse_location
@@ -59,6 +61,19 @@ from pipeline.settings import LakeSettings
 LOG = logging.getLogger(__name__)
 
 
+#: Delta type names of the columns schema evolution may add.
+_DELTA_TYPES = {pa.int64(): "long", pa.string(): "string"}
+
+
+def unreadable_file(table_uri: str, exc: BaseException) -> ConfigError:
+    """The refusal for a data file of ``table_uri`` that cannot be read (``exc``)."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return ConfigError(
+        f"a data file of {table_uri} cannot be read ({reason}): restore it, "
+        "or re-run the command that wrote it"
+    )
+
+
 def partition_app_id(topic: str, partition: int) -> str:
     """The application-transaction id of a topic-partition: ``<topic>+<partition>``."""
     return f"{topic}+{partition}"
@@ -67,6 +82,53 @@ def partition_app_id(topic: str, partition: int) -> str:
 def _conform(rows: pa.Table, spec: TableSpec) -> pa.Table:
     """``rows`` with the table's columns, order and types (names must match)."""
     return rows.select(spec.schema.names).cast(spec.schema)
+
+
+class Snapshot:
+    """One version of one table of a lake (:meth:`Lake.snapshot`)."""
+
+    def __init__(self, lake: Lake, name: str, table: DeltaTable) -> None:
+        self.lake, self.name, self.table = lake, name, table
+        self.version: int = table.version()
+
+    def dataset(self) -> pads.Dataset:
+        """A ``pyarrow`` dataset of the files live at this version."""
+        try:
+            return self.table.to_pyarrow_dataset(filesystem=self.lake.storage.subtree(self.name))
+        except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.lake.storage, "reading") from None
+
+    def count_rows(self, cycle: str) -> int:
+        """Rows in ``cycle``'s partition, from the files' metadata (no data is read)."""
+        try:
+            return int(self.dataset().count_rows(filter=pads.field(PARTITION) == cycle))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise unreadable_file(self.lake.table_uri(self.name), exc) from None
+        except OSError as exc:
+            raise describe_error(exc, self.lake.storage, "reading") from None
+
+    def local_files(self) -> dict[str, list[str]] | None:
+        """The Parquet files live at this version by partition value (``billing_cycle``),
+        as local paths any Parquet reader (DuckDB) can read whole: None for a lake in
+        object storage, or a table whose files need Delta to be read right (deletion
+        vectors, column mapping)."""
+        if self.lake.location.path is None:
+            return None
+        features = set(self.table.protocol().reader_features or ())
+        if features & {"deletionVectors", "columnMapping"}:
+            return None
+        try:
+            uris = self.table.file_uris()
+        except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.lake.storage, "reading") from None
+        out: dict[str, list[str]] = {}
+        for uri in uris:
+            part = next(
+                (seg for seg in uri.split("/") if seg.startswith(f"{PARTITION}=")),
+                f"{PARTITION}=",
+            )
+            out.setdefault(part.split("=", 1)[1], []).append(uri)
+        return out
 
 
 class Lake:
@@ -337,6 +399,7 @@ class Lake:
             raise ValueError(f"invoice lines of another cycle than {cycle}")
         table = self._open(INVOICES, create=True)
         assert table is not None
+        self._evolve(table, TABLES[INVOICES])
         try:
             self._write(
                 table,
@@ -352,16 +415,86 @@ class Lake:
             ) from exc
         return table.version()
 
+    def _evolve(self, table: DeltaTable, spec: TableSpec) -> None:
+        """Add to ``table`` the nullable columns of ``spec`` it lacks (a table created by
+        an earlier version, e.g. ``invoice_lines`` before ``rated_calls_version``), in
+        one commit of its own; older versions keep their schema (read back as nulls)."""
+        have = set(table.schema().to_arrow().names)
+        new = [f for f in spec.schema if f.name not in have]
+        if not new:
+            return
+        if any(not f.nullable for f in new):
+            raise ConfigError(
+                f"{self.table_uri(spec.name)} lacks the required column(s) "
+                f"{', '.join(f.name for f in new if not f.nullable)}: not a table of this version"
+            )
+        try:
+            table.alter.add_columns(
+                [
+                    DeltaField(f.name, PrimitiveType(_DELTA_TYPES[f.type]), nullable=True)
+                    for f in new
+                ]
+            )
+        except (OSError, DeltaError) as exc:
+            raise describe_error(exc, self.storage, "writing to") from None
+        LOG.info("table=%s schema evolved: added %s", spec.name, ", ".join(f.name for f in new))
+
     # ------------------------------------------------------------- reading
-    def dataset(self, name: str) -> pads.Dataset | None:
+    def dataset(self, name: str, version: int | None = None) -> pads.Dataset | None:
         """A ``pyarrow`` dataset of the live files of table ``name`` at its current
-        version (None: no such table). Scans push projections and filters down."""
+        version, or at ``version`` (time travel, see :meth:`snapshot`); None: no such
+        table. Scans push projections and filters down."""
+        if version is not None:
+            found = self.snapshot(name, version)
+            return None if found is None else found.dataset()
+        table = self._open(name, create=False)
+        return None if table is None else Snapshot(self, name, table).dataset()
+
+    def snapshot(self, name: str, version: int | None = None) -> Snapshot | None:
+        """Table ``name`` pinned at its current version, or at ``version`` (time travel:
+        the files live at that commit), whatever is committed meanwhile; None: no such
+        table.
+
+        :class:`ConfigError` if ``version`` is negative, beyond the latest version, or
+        no longer readable (its log was cleaned up); nothing is written."""
         table = self._open(name, create=False)
         if table is None:
             return None
+        if version is not None and version != table.version():
+            table = self._at_version(name, table.version(), version)
+        else:  # pinned: a copy that later refreshes of the cached handle do not move
+            table = self._at_version(name, table.version(), table.version())
+        return Snapshot(self, name, table)
+
+    def _at_version(self, name: str, latest: int, version: int) -> DeltaTable:
+        """A handle of table ``name`` at ``version`` (not kept in ``_handles``)."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise ConfigError(f"{version!r} is not a table version: expected a whole number >= 0")
+        if version > latest:
+            raise ConfigError(
+                f"{self.table_uri(name)} has no version {version}: its latest version is {latest}"
+            )
         try:
-            return table.to_pyarrow_dataset(filesystem=self.storage.subtree(name))
-        except (OSError, DeltaError) as exc:
+            return DeltaTable(
+                self.table_uri(name), version=version, storage_options=self._options()
+            )
+        except DeltaError as exc:
+            raise ConfigError(
+                f"version {version} of {self.table_uri(name)} can no longer be read (its log "
+                f"was cleaned up; latest version {latest}): {' '.join(str(exc).split())[:200]}"
+            ) from None
+        except OSError as exc:
+            raise describe_error(exc, self.storage, "reading") from None
+
+    def count_rows(self, name: str, cycle: str, version: int | None = None) -> int:
+        """Rows of table ``name`` in ``cycle``'s partition (at ``version``), from the
+        files' metadata (no data is read)."""
+        data = self.dataset(name, version)
+        if data is None:
+            return 0
+        try:
+            return int(data.count_rows(filter=pads.field(PARTITION) == cycle))
+        except (pa.ArrowInvalid, OSError) as exc:
             raise describe_error(exc, self.storage, "reading") from None
 
     def live_files(self, name: str, cycle: str | None = None) -> list[str]:
@@ -391,20 +524,29 @@ class Lake:
         return datetime.fromtimestamp(int(newest) / 1000, UTC)
 
     def _scan(
-        self, name: str, columns: list[str], where: pads.Expression | None = None
+        self,
+        name: str,
+        columns: list[str],
+        where: pads.Expression | None = None,
+        version: int | None = None,
     ) -> pa.Table:
+        """``columns`` of table ``name`` (at ``version``); a nullable column the table
+        (version) lacks, added since by schema evolution, reads as nulls."""
         spec = TABLES[name]
-        data = self.dataset(name)
+        data = self.dataset(name, version)
         if data is None:
             return spec.schema.empty_table().select(columns)
+        missing = [
+            c for c in columns if c not in data.schema.names and spec.schema.field(c).nullable
+        ]
         try:
-            table = data.to_table(columns=columns, filter=where)
+            table = data.to_table(columns=[c for c in columns if c not in missing], filter=where)
+            for column in missing:
+                nulls = pa.nulls(table.num_rows, spec.schema.field(column).type)
+                table = table.append_column(column, nulls)
+            table = table.select(columns)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-            raise ConfigError(
-                f"a data file of {self.table_uri(name)} cannot be read ({reason}): restore it, "
-                "or re-run the command that wrote it"
-            ) from None
+            raise unreadable_file(self.table_uri(name), exc) from None
         except OSError as exc:
             raise describe_error(exc, self.storage, "reading") from None
         schema = pa.schema([spec.schema.field(c) for c in columns])
@@ -443,6 +585,10 @@ class Lake:
         columns = [c for c in TABLES[DEAD].schema.names if c.startswith("source_")]
         return {dead_letter_key(r) for r in self._scan(DEAD, columns).to_pylist()}
 
-    def read_invoice_lines(self, cycle: str) -> pa.Table:
-        """The invoice lines of one cycle."""
-        return self._scan(INVOICES, TABLES[INVOICES].schema.names, pads.field(PARTITION) == cycle)
+    def read_invoice_lines(self, cycle: str, version: int | None = None) -> pa.Table:
+        """The invoice lines of one cycle, as of ``version`` of ``invoice_lines`` (time
+        travel; default: the latest). Lines closed before ``rated_calls_version`` was
+        recorded have it null."""
+        return self._scan(
+            INVOICES, TABLES[INVOICES].schema.names, pads.field(PARTITION) == cycle, version
+        )

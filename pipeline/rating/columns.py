@@ -113,6 +113,9 @@ INVOICE_LINE_SCHEMA = pa.schema(
         pa.field("amount", CENTS, nullable=False),
         pa.field("tariff_id", pa.string(), nullable=False),
         pa.field("tariff_version", pa.string(), nullable=False),
+        #: The ``rated_calls`` table version the line was computed from (audit; null on
+        #: lines closed before versions were recorded).
+        pa.field("rated_calls_version", pa.int64()),
     ]
 )
 

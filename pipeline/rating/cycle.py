@@ -1,10 +1,16 @@
 """Closing a billing cycle: rated records -> invoice lines (C1-C4, spec section 4).
 
-Pure: :func:`close_cycle` takes the cycle's rated records (every revision, as read
-from the lake), the reference data (accounts) and the tariffs, and returns the
-invoice lines. Aggregation is vectorized (Arrow ``group_by``); the per-account
-arithmetic is exact ``Decimal`` over those few aggregates: amounts are computed in
-seconds and micro-dollars, divided by 60 once, and rounded half-up to cents per line.
+Pure, in two steps so that a cycle of any size closes in bounded memory:
+
+1. the cycle's calls (highest revision of each call_id, :func:`latest_revisions`)
+   become :class:`CycleTotals`, a few rows per account: counts, exact money sums
+   (micro-dollars) and sums of whole seconds. :func:`cycle_totals` does it in memory;
+   :mod:`pipeline.lake.cycle_scan` does the same out of core over the lake (DuckDB).
+2. :func:`invoice_lines` applies C1-C4 to those totals with exact ``Decimal``
+   arithmetic: amounts are computed in seconds and micro-dollars, divided by 60 once,
+   and rounded half-up to cents per line.
+
+:func:`close_cycle` chains both in memory (tests, small cycles).
 
 Decisions where the spec is silent (see docs/decisions.md):
 
@@ -100,8 +106,140 @@ class _Line:
     amount: Decimal
 
 
-def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    yield from table.to_pylist()
+#: Sums of money over a cycle: exact, wide enough for any cycle (38 digits).
+SUM_MONEY = pa.decimal128(38, 6)
+
+#: The per-account totals C1-C4 are computed from (:class:`CycleTotals`), one schema
+#: per table. Every count and sum is over the cycle's calls after
+#: :func:`latest_revisions`; "billable" = ``call_class != NON_BILLABLE`` (the
+#: completed calls of C2); ``seconds`` = duration rounded up to whole seconds.
+TOTALS_SCHEMAS: dict[str, pa.Schema] = {
+    # every account with a call in the cycle; completed = its billable calls (C2)
+    "accounts": pa.schema(
+        [("account_id", pa.string()), ("calls", pa.int64()), ("completed", pa.int64())]
+    ),
+    # billable calls per class and OFFSHORE flag (C1 usage lines)
+    "usage": pa.schema(
+        [
+            ("account_id", pa.string()),
+            ("call_class", pa.string()),
+            ("offshore", pa.bool_()),
+            ("calls", pa.int64()),
+            ("usage_charge", SUM_MONEY),
+            ("billable_seconds", pa.int64()),
+        ]
+    ),
+    # calls with a surcharge > 0 (C1 PAYPHONE_SURCHARGE)
+    "payphone": pa.schema(
+        [("account_id", pa.string()), ("calls", pa.int64()), ("surcharge", SUM_MONEY)]
+    ),
+    # billable calls per whole ``seconds`` up to the short-call bound (C2)
+    "short": pa.schema(
+        [("account_id", pa.string()), ("seconds", pa.int64()), ("calls", pa.int64())]
+    ),
+    # billable flat-rate (not OFFSHORE) TOLL_FREE calls per origin carrier category (C3)
+    "carrier": pa.schema(
+        [
+            ("account_id", pa.string()),
+            ("category", pa.string()),
+            ("calls", pa.int64()),
+            ("billable_seconds", pa.int64()),
+        ]
+    ),
+    # billable inbound (TOLL_FREE, DID) seconds per trunk (C4)
+    "trunks": pa.schema(
+        [("account_id", pa.string()), ("trunk_id", pa.string()), ("billable_seconds", pa.int64())]
+    ),
+}
+
+
+@dataclass(frozen=True)
+class CycleTotals:
+    """What C1-C4 need of a cycle's calls: a few rows per account (schemas in
+    :data:`TOTALS_SCHEMAS`), whatever the number of calls. Built in memory by
+    :func:`cycle_totals`, or out of core by a scan of the lake
+    (:mod:`pipeline.lake.cycle_scan`); both give the same totals for the same calls."""
+
+    accounts: pa.Table
+    usage: pa.Table
+    payphone: pa.Table
+    short: pa.Table
+    carrier: pa.Table
+    trunks: pa.Table
+
+    @classmethod
+    def of(cls, tables: dict[str, pa.Table]) -> CycleTotals:
+        """From tables named as in :data:`TOTALS_SCHEMAS` (cast to those schemas)."""
+        return cls(**{name: tables[name].cast(schema) for name, schema in TOTALS_SCHEMAS.items()})
+
+
+def short_call_bound(tariffs: TariffBook, cycle: str) -> int:
+    """The largest C2 ``short_call.max_seconds`` of any tariff version in effect at the
+    end of ``cycle``: :attr:`CycleTotals.short` counts calls up to this many seconds."""
+    last_instant = cycle_bounds(cycle)[1] - timedelta(microseconds=1)
+    bounds = [
+        version.cycle.short_call.max_seconds
+        for tariff in tariffs
+        if (version := tariff.version_at(last_instant)) is not None
+    ]
+    return max(bounds, default=0)
+
+
+def cycle_totals(calls: pa.Table, short_bound: int) -> CycleTotals:
+    """:class:`CycleTotals` of ``calls`` (rated records of one cycle after
+    :func:`latest_revisions`), in memory with Arrow ``group_by``."""
+    billable = pc.not_equal(calls.column("call_class"), CallClass.NON_BILLABLE.value)
+    offshore = has_flag(calls.column("flags"), Flag.OFFSHORE)
+    seconds = pc.divide(pc.add(calls.column("duration_ms"), 999), 1000)  # ceil for ms >= 0
+    keep = "account_id trunk_id call_class origin_carrier_category usage_charge surcharge"
+    calls = calls.select([*keep.split(), "billable_seconds"])
+    calls = calls.append_column("billable", billable).append_column("offshore", offshore)
+    calls = calls.append_column("seconds", seconds)
+    answered = calls.filter(calls.column("billable"))
+    zero = pa.scalar(Decimal(0), calls.schema.field("surcharge").type)
+    flat_tf = pc.and_(
+        pc.equal(answered.column("call_class"), CallClass.TOLL_FREE.value),
+        pc.invert(answered.column("offshore")),
+    )
+    inbound = pc.is_in(
+        answered.column("call_class"),
+        value_set=pa.array([CallClass.TOLL_FREE.value, CallClass.DID.value]),
+    )
+    count: tuple[list[str], str] = ([], "count_all")
+    parts = {
+        "accounts": calls.group_by("account_id").aggregate([count, ("billable", "sum")]),
+        "usage": answered.group_by(["account_id", "call_class", "offshore"]).aggregate(
+            [count, ("usage_charge", "sum"), ("billable_seconds", "sum")]
+        ),
+        "payphone": calls.filter(pc.greater(calls.column("surcharge"), zero))
+        .group_by("account_id")
+        .aggregate([count, ("surcharge", "sum")]),
+        "short": answered.filter(pc.less_equal(answered.column("seconds"), short_bound))
+        .group_by(["account_id", "seconds"])
+        .aggregate([count]),
+        "carrier": answered.filter(flat_tf)
+        .group_by(["account_id", "origin_carrier_category"])
+        .aggregate([count, ("billable_seconds", "sum")]),
+        "trunks": answered.filter(inbound)
+        .group_by(["account_id", "trunk_id"])
+        .aggregate([("billable_seconds", "sum")]),
+    }
+    names = {
+        "count_all": "calls",
+        "billable_sum": "completed",
+        "usage_charge_sum": "usage_charge",
+        "billable_seconds_sum": "billable_seconds",
+        "surcharge_sum": "surcharge",
+        "origin_carrier_category": "category",
+    }
+    tables = {}
+    for name, table in parts.items():
+        table = table.rename_columns([names.get(c, c) for c in table.column_names])
+        if name == "accounts":
+            at = table.schema.get_field_index("completed")
+            table = table.set_column(at, "completed", pc.fill_null(table.column(at), 0))
+        tables[name] = table.select(TOTALS_SCHEMAS[name].names)
+    return CycleTotals.of(tables)
 
 
 def close_cycle(
@@ -110,29 +248,48 @@ def close_cycle(
     tariffs: TariffBook,
     cycle: str,
     elsewhere: pa.Table | None = None,
+    *,
+    rated_calls_version: int | None = None,
 ) -> pa.Table:
     """Invoice lines (:data:`INVOICE_LINE_SCHEMA`) of ``cycle`` for every account with
-    rated records in it. Deterministic: the same input gives the same lines, sorted by
-    account, line type and trunk."""
-    _start, end = cycle_bounds(cycle)
+    rated records in it, in memory: :func:`latest_revisions`, :func:`cycle_totals`,
+    :func:`invoice_lines`. Deterministic: the same input gives the same lines, sorted by
+    account, line type and trunk. ``elsewhere``: see :func:`latest_revisions`."""
     rated = rated.filter(pc.equal(rated.column("billing_cycle"), cycle))
     calls = latest_revisions(rated, elsewhere)
+    totals = cycle_totals(calls, short_call_bound(tariffs, cycle))
+    return invoice_lines(totals, ref, tariffs, cycle, rated_calls_version=rated_calls_version)
+
+
+def invoice_lines(
+    totals: CycleTotals,
+    ref: ReferenceData,
+    tariffs: TariffBook,
+    cycle: str,
+    *,
+    rated_calls_version: int | None = None,
+) -> pa.Table:
+    """C1-C4 (spec section 4) over a cycle's :class:`CycleTotals`: the invoice lines
+    (:data:`INVOICE_LINE_SCHEMA`) of every account with calls in the cycle, sorted by
+    account, line type and trunk. Amounts are exact ``Decimal``: sums of micro-dollars
+    or of seconds, divided by 60 once, rounded half-up to cents per line.
+    ``rated_calls_version``: the ``rated_calls`` table version the totals were computed
+    from, recorded on every line. ValueError if an account has no tariff version in
+    effect at the end of the cycle (``totals.short`` must reach
+    :func:`short_call_bound`)."""
+    _start, end = cycle_bounds(cycle)
     last_instant = end - timedelta(microseconds=1)
 
     accounts = ref.account_ids.to_pylist()
     tariff_of = dict(zip(accounts, ref.account_tariff, strict=True))
     cap_of = dict(zip(accounts, ref.account_enforce_cap.tolist(), strict=True))
 
-    billable = pc.not_equal(calls.column("call_class"), CallClass.NON_BILLABLE.value)
-    offshore = has_flag(calls.column("flags"), Flag.OFFSHORE)
-    seconds = pc.divide(pc.add(calls.column("duration_ms"), 999), 1000)  # ceil for ms >= 0
-    calls = calls.append_column("_billable", billable).append_column("_offshore", offshore)
-    calls = calls.append_column("_s", seconds)
-
     lines: list[_Line] = []
     params: dict[str, TariffVersion] = {}
     labels: dict[str, tuple[str, str]] = {}
-    for account in sorted(set(calls.column("account_id").to_pylist())):
+    completed: dict[str, int] = {}
+    for row in sorted(_rows(totals.accounts), key=lambda r: r["account_id"]):
+        account = row["account_id"]
         tariff = tariffs[tariff_of[account]] if account in tariff_of else None
         version = tariff.version_at(last_instant) if tariff else None
         if tariff is None or version is None:
@@ -141,37 +298,26 @@ def close_cycle(
             )
         params[account] = version
         labels[account] = (tariff.tariff_id, tariff.version_label(version))
+        completed[account] = row["completed"]
 
-    usage = (
-        calls.filter(calls.column("_billable"))
-        .group_by(["account_id", "call_class", "_offshore"])
-        .aggregate([("usage_charge", "sum"), ("billable_seconds", "sum")])
-    )
-    for row in _rows(usage):  # C1
-        line_type = USAGE_LINE[(CallClass(row["call_class"]), bool(row["_offshore"]))]
+    for row in _rows(totals.usage):  # C1: usage per class, offshore toll-free apart
+        line_type = USAGE_LINE[(CallClass(row["call_class"]), bool(row["offshore"]))]
         lines.append(
             _Line(
                 row["account_id"],
                 line_type,
                 None,
-                _minutes(row["billable_seconds_sum"]),
+                _minutes(row["billable_seconds"]),
                 "MIN",
                 None,
-                round_cents(row["usage_charge_sum"]),
+                round_cents(row["usage_charge"]),
             )
         )
 
-    pay = calls.filter(
-        pc.greater(
-            calls.column("surcharge"), pa.scalar(Decimal(0), calls.schema.field("surcharge").type)
-        )
-    )
-    for row in _rows(
-        pay.group_by("account_id").aggregate([("surcharge", "sum"), ("surcharge", "count")])
-    ):
+    for row in _rows(totals.payphone):  # C1: PAYPHONE_SURCHARGE
         per_call = params[row["account_id"]].toll_free.payphone_surcharge_per_call
-        count = row["surcharge_count"]
-        unit_price = per_call if row["surcharge_sum"] == per_call * count else None
+        count = row["calls"]
+        unit_price = per_call if row["surcharge"] == per_call * count else None
         lines.append(
             _Line(
                 row["account_id"],
@@ -180,21 +326,19 @@ def close_cycle(
                 Decimal(count),
                 "CALL",
                 unit_price,
-                round_cents(row["surcharge_sum"]),
+                round_cents(row["surcharge"]),
             )
         )
 
-    answered = calls.filter(calls.column("_billable"))
+    short_calls: dict[str, dict[int, int]] = {}
+    for row in _rows(totals.short):
+        short_calls.setdefault(row["account_id"], {})[row["seconds"]] = row["calls"]
     for account, version in params.items():  # C2
         rule = version.cycle.short_call
-        mine = answered.filter(pc.equal(answered.column("account_id"), account))
-        completed = mine.num_rows
-        short = (
-            int(pc.sum(pc.less_equal(mine.column("_s"), rule.max_seconds)).as_py() or 0)
-            if completed
-            else 0
-        )
-        if completed and Decimal(short) / Decimal(completed) >= rule.min_share:
+        n_completed = completed[account]
+        by_seconds = short_calls.get(account, {})
+        short = sum(n for s, n in by_seconds.items() if s <= rule.max_seconds)
+        if n_completed and Decimal(short) / Decimal(n_completed) >= rule.min_share:
             lines.append(
                 _Line(
                     account,
@@ -207,25 +351,21 @@ def close_cycle(
                 )
             )
 
-    flat_tf = answered.filter(
-        pc.and_(
-            pc.equal(answered.column("call_class"), CallClass.TOLL_FREE.value),
-            pc.invert(answered.column("_offshore")),
-        )
-    )
+    carrier: dict[str, list[dict[str, Any]]] = {}
+    for row in _rows(totals.carrier):
+        carrier.setdefault(row["account_id"], []).append(row)
     for account, version in params.items():  # C3
         rule3 = version.cycle.carrier_mix
-        mine = flat_tf.filter(pc.equal(flat_tf.column("account_id"), account))
-        if mine.num_rows == 0:
+        mine = carrier.get(account, [])
+        n_all = sum(r["calls"] for r in mine)
+        if n_all == 0:
             continue
-        good = pc.is_in(
-            mine.column("origin_carrier_category"), value_set=pa.array(list(rule3.categories))
-        )
-        n_good = int(pc.sum(good).as_py() or 0)
-        if Decimal(n_good) / Decimal(mine.num_rows) >= rule3.min_share:
+        good = [r for r in mine if r["category"] in rule3.categories]
+        n_good = sum(r["calls"] for r in good)
+        if Decimal(n_good) / Decimal(n_all) >= rule3.min_share:
             continue
-        s_all = Decimal(int(pc.sum(mine.column("billable_seconds")).as_py() or 0))
-        s_good = Decimal(int(pc.sum(mine.filter(good).column("billable_seconds")).as_py() or 0))
+        s_all = Decimal(sum(r["billable_seconds"] for r in mine))
+        s_good = Decimal(sum(r["billable_seconds"] for r in good))
         needed_s = max(Decimal(0), rule3.min_share * s_all - s_good)
         if needed_s == 0:
             continue
@@ -241,18 +381,12 @@ def close_cycle(
             )
         )
 
-    inbound = answered.filter(
-        pc.is_in(answered.column("call_class"), value_set=pa.array(["TOLL_FREE", "DID"]))
-    )
-    per_trunk = inbound.group_by(["account_id", "trunk_id"]).aggregate(
-        [("billable_seconds", "sum")]
-    )
-    for row in _rows(per_trunk):  # C4
+    for row in _rows(totals.trunks):  # C4
         account = row["account_id"]
         if not cap_of.get(account, False):
             continue
         rule4 = params[account].cycle.minute_cap
-        over_s = Decimal(row["billable_seconds_sum"]) - Decimal(rule4.minutes_per_trunk) * SIXTY
+        over_s = Decimal(row["billable_seconds"]) - Decimal(rule4.minutes_per_trunk) * SIXTY
         if over_s <= 0:
             continue
         lines.append(
@@ -281,11 +415,16 @@ def close_cycle(
                 "amount": ln.amount,
                 "tariff_id": labels[ln.account_id][0],
                 "tariff_version": labels[ln.account_id][1],
+                "rated_calls_version": rated_calls_version,
             }
             for ln in lines
         ],
         schema=INVOICE_LINE_SCHEMA,
     )
+
+
+def _rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    yield from table.to_pylist()
 
 
 def has_flag(flags: pa.ChunkedArray | pa.ListArray, flag: Flag) -> pa.Array:
