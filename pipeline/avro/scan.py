@@ -135,11 +135,15 @@ def scan_datums(
     starts: I64,
     ends: I64,
     utf8_fields: frozenset[str] = frozenset(),
+    utf8_errors: dict[int, UnicodeDecodeError] | None = None,
 ) -> BOOL:
     """True for each datum ``buf[start:end]`` that is structurally a record of ``t``
     and whose strings in the top-level fields ``utf8_fields`` are valid UTF-8.
 
-    ``buf`` must extend :data:`PADDING` bytes past the last end.
+    ``utf8_errors``, if given, receives for each datum that is structurally a record
+    but holds invalid UTF-8 the error of its first such string (in field order): what
+    a reader decoding it field by field (fastavro) fails with. ``buf`` must extend
+    :data:`PADDING` bytes past the last end.
     """
     scan = _Scan(buf, starts.copy(), ends, np.ones(len(starts), dtype=np.bool_))
     if t.kind == "record" and utf8_fields:
@@ -149,13 +153,20 @@ def scan_datums(
         scan.walk(t, None)
     ok: BOOL = scan.ok & (scan.pos == ends)
     if scan.strings:
+        structural = ok.copy()
         high = _high_bytes(buf)
         for rows, span_starts, lengths in scan.strings:
-            valid = utf8_valid(buf, span_starts, lengths, high)
+            errors: dict[int, UnicodeDecodeError] | None = {} if utf8_errors is not None else None
+            valid = utf8_valid(buf, span_starts, lengths, high, errors)
             if rows is None:
                 ok &= valid
             else:
                 ok[rows[~valid]] = False
+            if errors and utf8_errors is not None:
+                for i, exc in errors.items():
+                    datum = i if rows is None else int(rows[i])
+                    if structural[datum]:
+                        utf8_errors.setdefault(datum, exc)
     return ok
 
 
@@ -167,11 +178,18 @@ def _high_bytes(buf: U8) -> npt.NDArray[Any]:
     return high
 
 
-def utf8_valid(buf: U8, starts: I64, lengths: I64, high: npt.NDArray[Any] | None = None) -> BOOL:
+def utf8_valid(
+    buf: U8,
+    starts: I64,
+    lengths: I64,
+    high: npt.NDArray[Any] | None = None,
+    errors: dict[int, UnicodeDecodeError] | None = None,
+) -> BOOL:
     """Whether each ``buf[start:start+length]`` is valid UTF-8 (strict, as Python and
     polars decode it). Spans of ASCII bytes only -- nearly all of them in call events --
     are settled by counting bytes >= 0x80 (``high``: :func:`_high_bytes` of ``buf``);
-    the others are decoded one by one."""
+    the others are decoded one by one. ``errors``, if given, receives span index ->
+    the error of decoding that span."""
     if high is None:
         high = _high_bytes(buf)
     ends = np.minimum(starts + lengths, len(buf))
@@ -184,8 +202,10 @@ def utf8_valid(buf: U8, starts: I64, lengths: I64, high: npt.NDArray[Any] | None
         ):
             try:
                 codecs.utf_8_decode(view[s:e], "strict", True)
-            except UnicodeDecodeError:
+            except UnicodeDecodeError as exc:
                 valid[i] = False
+                if errors is not None:
+                    errors[i] = exc
     return valid
 
 

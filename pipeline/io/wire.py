@@ -32,7 +32,9 @@ structure of each datum, and UTF-8 of the strings the reader uses), and the mess
 that pass are concatenated into ONE in-memory Avro block read by
 ``polars.read_avro`` (``benchmarks/bench_decode.py``: about 7x the records/s of
 fastavro per message, end to end). Rejected datums go to ``fastavro`` one by one,
-the authority for what is good (and for the error message of a dead letter). A
+the authority for what is good (and for the error message of a dead letter), except
+those whose only fault is invalid UTF-8: fastavro would stop at the same first
+invalid string with the same ``UnicodeDecodeError``, which the scan already has. A
 block polars still fails on is bisected (:mod:`pipeline.avro.decode`), a fallback
 that the scan leaves for what it does not know of: before the scan checked UTF-8,
 one invalid string per block sent the whole block through bisection to fastavro,
@@ -55,7 +57,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.avro.decode import Plan, fastavro_rows, plan_for
+from pipeline.avro.decode import Plan, describe, fastavro_rows, plan_for
 from pipeline.avro.decode import columnar as decode_columnar
 from pipeline.avro.encode import encode_datums
 from pipeline.avro.resolution import project
@@ -266,8 +268,15 @@ def decode_batch(
         d_starts, d_ends = starts[rows] + HEADER_SIZE, ends[rows]
         if columnar and plan.columnar:
             assert plan.record is not None
-            ok = scan_datums(plan.record, buf, d_starts, d_ends, plan.utf8_fields)
-            slow = rows[~ok]
+            utf8_errors: dict[int, UnicodeDecodeError] = {}
+            ok = scan_datums(plan.record, buf, d_starts, d_ends, plan.utf8_fields, utf8_errors)
+            settled = np.zeros(len(rows), dtype=np.bool_)
+            if utf8_errors:  # fastavro fails on the same string with the same error
+                local = np.fromiter(utf8_errors, np.int64, len(utf8_errors))
+                details = [describe(exc) for exc in utf8_errors.values()]
+                out.dead_each(rows[local].tolist(), Reason.DECODE_ERROR, details)
+                settled[local] = True
+            slow = rows[~ok & ~settled]
             blocks, failed = decode_columnar(plan, values, rows[ok], joined)
             for block_rows, table in blocks:
                 _add(out, plan, block_rows, table)
