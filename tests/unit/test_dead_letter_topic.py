@@ -279,6 +279,16 @@ def test_resolve_payloads_from_the_lake(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- the producer
+class FakeMessage:
+    """What a delivery report hands over: the message (its key identifies the letter)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def key(self) -> bytes:
+        return self._key
+
+
 class FakeProducer:
     """In-memory stand-in for ``confluent_kafka.Producer``: refuses values over
     ``client_limit`` in ``produce`` (like librdkafka's message.max.bytes) and over
@@ -311,13 +321,14 @@ class FakeProducer:
 
     def flush(self, _timeout: float) -> int:
         for key, value, callback in self.pending:
+            message = FakeMessage(key)
             if self.fail is not None:
-                callback(self.fail, None)
+                callback(self.fail, message)
             elif len(key) + len(value) > self.broker_limit:
-                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), message)
             else:
                 self.delivered.append((key, value))
-                callback(None, None)
+                callback(None, message)
         self.pending.clear()
         return 0
 
