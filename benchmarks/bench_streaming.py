@@ -989,7 +989,10 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
         targets["backlog_rss_met"] = results["backlog"]["peak_rss_mb"] < TARGET_BACKLOG_RSS_MB
     if "service_old_defaults" in results:
         old = results["service_old_defaults"]["cdr_per_s"]
-        results["memory_defaults_cost"] = 1 - service / old if old else None
+        results["memory_defaults_cost"] = 1 - service / old if old else None  # < 0: faster
+        new_cpu = results["service"]["consumer_cpu_us_per_event"]
+        old_cpu = results["service_old_defaults"]["consumer_cpu_us_per_event"]
+        results["memory_defaults_cpu_cost"] = new_cpu / old_cpu - 1 if old_cpu else None
         targets["memory_defaults_cost"] = TARGET_MEMORY_COST
         targets["memory_defaults_cost_met"] = bool(old) and 1 - service / old <= TARGET_MEMORY_COST
     return results
@@ -1158,7 +1161,8 @@ def render_capacity(results: dict[str, Any], console: Console) -> None:
         table.add_row(
             "clean msg/s, old memory defaults",
             _fmt(old["cdr_per_s"]),
-            f"cost of the new defaults {_fmt((results['memory_defaults_cost'] or 0) * 100, 1, ' %')}"
+            f"msg/s cost of the new defaults {(results['memory_defaults_cost'] or 0):+.1%} "
+            f"(negative: faster), CPU/event {(results['memory_defaults_cpu_cost'] or 0):+.1%}"
             f" (target <= {target['memory_defaults_cost']:.0%} "
             f"{_met(target['memory_defaults_cost_met'])}); peak RSS {_fmt(old['peak_rss_mb'])} MB",
         )

@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "memory_defaults_cost" in results:
         console.print(
-            f"memory    new defaults cost {results['memory_defaults_cost']:.1%} of the "
-            f"throughput of the old ones (target <= {t['memory_defaults_cost']:.0%}: "
+            f"memory    new defaults cost {results['memory_defaults_cost']:+.1%} of the "
+            f"msg/s of the old ones, {results['memory_defaults_cpu_cost']:+.1%} CPU per event "
+            f"(target <= {t['memory_defaults_cost']:.0%}: "
             f"{'met' if t['memory_defaults_cost_met'] else 'NOT met'})"
         )
     console.print(f"results   {path}")
