@@ -141,7 +141,8 @@ class KafkaSettings(BaseModel):
     #: librdkafka ``queued.max.messages.kbytes``: the memory cap of that prefetch queue
     #: (one queue for all partitions), which bounds what ``prefetch_messages`` costs.
     #: 8 MB (was 64 MB): on a backlog the queue is full all the time and costs about
-    #: 7x its cap in resident memory (docs/decisions.md, issue 11).
+    #: 7x its cap in resident memory (docs/decisions.md, issue 11). A full queue is
+    #: refilled after 10 ms (``kafka_clients.FETCH_QUEUE_BACKOFF_MS``), not 1 s.
     prefetch_max_kbytes: int = Field(8_192, ge=1024)
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")

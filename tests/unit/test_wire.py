@@ -317,9 +317,9 @@ def test_half_garbage_sends_only_broken_datums_to_fastavro(
     through fastavro: a quarter of the capacity), nor invalid UTF-8 (the scan has its
     error)."""
     import pipeline.io.wire as wire
+    from pipeline.avro.decode import fastavro_rows as real
 
     seen: list[int] = []
-    real = wire.fastavro_rows
 
     def counting(plan: Any, datums: Sequence[bytes]) -> Any:
         seen.append(len(datums))
