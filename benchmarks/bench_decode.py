@@ -5,20 +5,25 @@ Run: ``.venv/bin/python -m benchmarks.bench_decode [--messages N] [--batch B]``.
 Encodes N realistic ``CallEvent`` messages (Confluent wire format, shipped schema
 id 1), then decodes them in batches of B with :func:`pipeline.io.wire.decode_batch`
 both ways and prints records/s and the ratio. Both paths produce the same Arrow
-tables (checked). :func:`realistic_events` is also used by the wire tests.
+tables (checked). Then the columnar path again with ``--malformed-share`` (default
+50 %) of the messages malformed (:func:`mix_malformed`, issue 11), and the ratio of
+the two messages/s. :func:`realistic_events` is also used by the wire tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.avro.varint import read_long
 from pipeline.io.registry import CALL_EVENT_SCHEMA_ID, ShippedSchemas
-from pipeline.io.wire import KafkaSources, decode_batch, encode_table
+from pipeline.io.wire import HEADER_SIZE, KafkaSources, decode_batch, encode_table, zigzag_varint
 from pipeline.rating.columns import CALL_EVENT_FIELDS
 
 _NPAS = np.array([907, 212, 415, 808, 787, 340, 671, 312, 713, 305, 617, 206, 604, 416, 876])
@@ -81,6 +86,61 @@ def realistic_events(n: int, seed: int = 1) -> pa.Table:
     return pa.Table.from_arrays([pa.array(columns[f.name], f.type) for f in schema], schema=schema)
 
 
+#: The kinds of malformed messages of :func:`malformed` (issue 11), in rotation.
+MALFORMED_KINDS = (
+    "random bytes",  # a valid wire header, then random bytes
+    "truncated datum",
+    "bad enum symbol",  # direction index 7: no such symbol in Direction
+    "invalid UTF-8",  # the first byte of call_id 0xFF
+    "empty value",
+    "null value",
+)
+
+
+def _direction_offset(value: bytes) -> int:
+    """Where the ``direction`` enum index of a shipped-schema message value is."""
+    pos = HEADER_SIZE
+    for field in ("call_id", "revision", "account_id", "trunk_id"):
+        n, pos = read_long(value, pos)
+        if field != "revision":
+            pos += n
+    return pos
+
+
+def malformed(value: bytes, kind: str, rnd: random.Random) -> bytes | None:
+    """``value`` (a good message of the shipped schema) made bad in the way ``kind``
+    says (one of :data:`MALFORMED_KINDS`)."""
+    if kind == "random bytes":
+        return value[:HEADER_SIZE] + rnd.randbytes(len(value) - HEADER_SIZE)
+    if kind == "truncated datum":
+        return value[: rnd.randrange(HEADER_SIZE, len(value))]
+    if kind == "bad enum symbol":
+        at = _direction_offset(value)
+        return value[:at] + zigzag_varint(7) + value[at + 1 :]
+    if kind == "invalid UTF-8":
+        broken = bytearray(value)
+        broken[HEADER_SIZE + 1] = 0xFF
+        return bytes(broken)
+    if kind == "empty value":
+        return b""
+    if kind == "null value":
+        return None
+    raise ValueError(f"unknown kind of malformed message {kind!r}")
+
+
+def mix_malformed(
+    values: Sequence[bytes], share: float, seed: int = 1
+) -> tuple[list[bytes | None], int]:
+    """``values`` with ``share`` of them, spread evenly, made malformed (the kinds of
+    :data:`MALFORMED_KINDS` in rotation): the new values and how many were spoilt."""
+    rnd = random.Random(seed)
+    out: list[bytes | None] = list(values)
+    picked = np.flatnonzero(np.diff(np.floor(np.arange(len(values) + 1) * share)) > 0)
+    for k, i in enumerate(picked.tolist()):
+        out[i] = malformed(values[i], MALFORMED_KINDS[k % len(MALFORMED_KINDS)], rnd)
+    return out, len(picked)
+
+
 def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:>12,.0f} records/s  ({seconds:.3f} s)"
 
@@ -89,12 +149,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument(
+        "--malformed-share", type=float, default=0.5, help="share of malformed messages"
+    )
     args = parser.parse_args(argv)
     n, batch = args.messages, args.batch
 
     events = realistic_events(n)
     t0 = time.perf_counter()
-    values: list[bytes | None] = list(encode_table(events, CALL_EVENT_SCHEMA_ID))
+    values_clean = encode_table(events, CALL_EVENT_SCHEMA_ID)
+    values: list[bytes | None] = list(values_clean)
     encode_s = time.perf_counter() - t0
     size = sum(len(v) for v in values if v is not None) / n
     print(f"{n:,} messages, {size:.1f} bytes each on average, batches of {batch:,}")
@@ -122,6 +186,28 @@ def main(argv: list[str] | None = None) -> None:
         assert decoded.select(events.column_names).equals(events)
     fast, slow = results.values()
     print(f"columnar / per-message speed-up: {slow / fast:.1f}x")
+
+    mixed, spoilt = mix_malformed(values_clean, args.malformed_share)
+    seconds = _decode_all(mixed, batch, resolver, expect_dead=spoilt)
+    name = f"{args.malformed_share:.0%} malformed"
+    print(f"decode_batch {name:<24} {_rate(n, seconds)}")
+    print(f"malformed / clean (columnar, msg/s): {fast / seconds:.2f}")
+
+
+def _decode_all(
+    values: Sequence[bytes | None], batch: int, resolver: ShippedSchemas, expect_dead: int
+) -> float:
+    """Seconds :func:`decode_batch` (columnar) takes over ``values`` in batches."""
+    dead_letters = 0
+    t0 = time.perf_counter()
+    for lo in range(0, len(values), batch):
+        chunk = values[lo : lo + batch]
+        sources = KafkaSources("cdr", [0] * len(chunk), np.arange(lo, lo + len(chunk)))
+        _, dead = decode_batch(chunk, sources, resolver)
+        dead_letters += dead.num_rows
+    seconds = time.perf_counter() - t0
+    assert dead_letters == expect_dead, (dead_letters, expect_dead)
+    return seconds
 
 
 if __name__ == "__main__":

@@ -27,6 +27,19 @@ consumer runs in a spawned child process, so its memory and CPU are its own:
    on the first ``--baseline-events`` of the same topic; its rows are then compared
    with the service's lake by (partition, offset).
 
+Issue 11, in the same run (after phase 3):
+
+6. **malformed** -- ``--malformed-events`` (default ``--events``) generated events,
+   ``--malformed-share`` (50 %) of them made malformed (random bytes after a valid
+   header, truncated datums, bad enum symbols, invalid UTF-8, empty and null values:
+   :func:`benchmarks.bench_decode.mix_malformed`), pre-filled on their own topic and
+   consumed by one service child like phase 3: msg/s and its ratio to phase 3.
+7. **backlog** -- the pre-filled topic of phase 3 consumed with EVERY service default
+   (``max_age_s`` included, so buffers grow as they would in production): the peak RSS
+   reported against the 512 MiB target.
+8. with ``--old-defaults``: phases 3 and 7 again with the memory defaults before issue
+   11 (:data:`OLD_MEMORY_DEFAULTS`): the throughput cost and memory of the change.
+
 Optional ``--cprofile``: the service under cProfile over the latency topic.
 
 Results: rich tables on stdout and ``benchmarks/results/latest.json``.
@@ -49,6 +62,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -74,9 +88,21 @@ from rich.text import Text
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGET_CDR_PER_S = 150_000
 TARGET_RATIO = 5.0
+#: Issue 11: with half the messages malformed, at least this share of the clean msg/s.
+TARGET_MALFORMED_RATIO = 0.5
+#: Issue 11: peak RSS of one member catching up on the pre-filled topic (MiB).
+TARGET_BACKLOG_RSS_MB = 512
+#: Issue 11: the new memory defaults may cost at most this share of the throughput.
+TARGET_MEMORY_COST = 0.05
 TOPIC = "cdr-bench"
+MALFORMED_TOPIC = "cdr-bench-malformed"
 LATENCY_TOPIC = "cdr-bench-latency"
 DLQ_TOPIC = "cdr-bench-dlq"
+#: The memory defaults before issue 11 (``--old-defaults`` measures them too).
+OLD_MEMORY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "kafka": {"prefetch_max_kbytes": 65_536},
+    "batch": {"poll_max_messages": 20_000, "max_bytes": 64 * 1024 * 1024},
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +114,12 @@ class Options:
     baseline_events: int = 100_000
     latency_events: int = 200_000
     latency_rate: int = 50_000
-    poll_max_messages: int = 20_000
+    poll_max_messages: int | None = None  # None: the service default
     max_age_s: float = 1.0
+    malformed_events: int | None = None  # None: as many as ``events``; 0: no such phase
+    malformed_share: float = 0.5
+    backlog: bool = True
+    old_defaults: bool = False
     stop_when_idle_s: float = 8.0
     seed: int = 1
     cprofile: bool = False
@@ -253,6 +283,34 @@ def _commit_ms(seconds: Any) -> dict[str, float]:
     return {"p50": p50, "p90": p90, "p99": p99, "max": float(values.max()), "n": int(values.size)}
 
 
+def _thread_cpu(stop: threading.Event, seen: dict[str, float], every_s: float = 0.25) -> None:
+    """Sample the CPU seconds of each thread of this process into ``seen`` (thread name
+    -> seconds; Python threads by their name, librdkafka's as ``librdkafka``) until
+    ``stop``; a thread's last sample stands for it once it has ended."""
+    tick = os.sysconf("SC_CLK_TCK")
+    per_tid: dict[int, tuple[str, float]] = {}
+    while True:
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for tid_text in os.listdir("/proc/self/task"):
+            tid = int(tid_text)
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            name = names.get(tid) or ("librdkafka" if comm.startswith("rdk:") else comm)
+            name = name.rsplit("_", 1)[0] if name[-1:].isdigit() and "_" in name else name
+            per_tid[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        totals: dict[str, float] = {}
+        for name, cpu in per_tid.values():
+            totals[name] = totals.get(name, 0.0) + cpu
+        seen.clear()
+        seen.update(totals)
+        if stop.wait(every_s):
+            return
+
+
 def service_child(config: dict[str, Any], out: Any) -> None:
     """One consumer process of the real service (spawned). Reports to ``out`` (a queue):
     ``("assigned", n)``, ``("progress", events)``, and finally ``("done", results)``.
@@ -272,11 +330,19 @@ def service_child(config: dict[str, Any], out: Any) -> None:
 
     service = build_service(settings, hook=hook)
     profiler = cProfile.Profile() if config.get("cprofile") else None
+    thread_cpu: dict[str, float] = {}
+    stop_sampler = threading.Event()
+    sampler = threading.Thread(
+        target=_thread_cpu, args=(stop_sampler, thread_cpu), name="bench-sampler", daemon=True
+    )
+    sampler.start()
     if profiler is not None:
         profiler.enable()
     stats = service.run()
     if profiler is not None:
         profiler.disable()
+    stop_sampler.set()
+    sampler.join()
     finished = time.monotonic()
     result: dict[str, Any] = {
         "consumed": stats.consumed,
@@ -296,6 +362,7 @@ def service_child(config: dict[str, Any], out: Any) -> None:
         "cpu_s": process_cpu_s(os.getpid()),
         "enrich_hit_rate": service.enricher.hit_rate,
         "stage_seconds": dict(stats.stage_seconds),
+        "thread_cpu_s": dict(sorted(thread_cpu.items(), key=lambda kv: -kv[1])),
     }
     if profiler is not None:
         result["cprofile"] = _top_functions(profiler, 20)
@@ -340,13 +407,19 @@ def raw_consume_child(config: dict[str, Any], out: Any) -> None:
     )
 
 
+def _default_poll() -> int:
+    from pipeline.settings import BatchSettings
+
+    return BatchSettings().poll_max_messages
+
+
 def raw_consume_phase(env: Env, opts: Options, progress: Bar, produced: int) -> dict[str, Any]:
     config = {
         "brokers": env.brokers,
         "topic": TOPIC,
         "group": "bench-raw-consume",
         "events": produced,
-        "batch": opts.poll_max_messages,
+        "batch": opts.poll_max_messages or _default_poll(),
         "log": str(env.workdir / "raw-consume.log"),
     }
     r = _follow(Child(raw_consume_child, config), progress, "raw consume (no processing)", produced)
@@ -433,8 +506,20 @@ class Env:
     tariffs: Path
 
 
-def _settings(env: Env, opts: Options, topic: str, group: str, lake: Path) -> dict[str, Any]:
-    return {
+def _settings(
+    env: Env,
+    opts: Options,
+    topic: str,
+    group: str,
+    lake: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The service settings of a phase: the service defaults, but ``max_age_s`` from
+    ``opts`` (and ``poll_max_messages`` when given), then ``overrides`` by section."""
+    batch: dict[str, Any] = {"max_age_s": opts.max_age_s}
+    if opts.poll_max_messages is not None:
+        batch["poll_max_messages"] = opts.poll_max_messages
+    settings: dict[str, Any] = {
         "kafka": {"brokers": env.brokers},
         "redis": {"url": env.redis_url},
         "topic": topic,
@@ -444,8 +529,11 @@ def _settings(env: Env, opts: Options, topic: str, group: str, lake: Path) -> di
         "dead_letter_topic": DLQ_TOPIC,
         "stop_when_idle": opts.stop_when_idle_s,
         "log_level": "WARNING",
-        "batch": {"max_age_s": opts.max_age_s, "poll_max_messages": opts.poll_max_messages},
+        "batch": batch,
     }
+    for section, values in (overrides or {}).items():
+        settings[section] = {**settings.get(section, {}), **values}
+    return settings
 
 
 def _follow(child: Child, progress: Bar, description: str, total: int) -> dict[str, Any]:
@@ -562,13 +650,20 @@ def stage_profile(r: dict[str, Any], span: float) -> dict[str, dict[str, Any]]:
     }
 
 
-def service_phase(env: Env, opts: Options, progress: Bar, produced: int) -> dict[str, Any]:
-    name = "service"
-    config = {
-        "settings": _settings(env, opts, TOPIC, f"bench-{name}", env.workdir / f"lake-{name}"),
-        "log": str(env.workdir / f"{name}.log"),
-    }
-    label = "service (1 consumer)"
+def service_phase(
+    env: Env,
+    opts: Options,
+    progress: Bar,
+    produced: int,
+    *,
+    name: str = "service",
+    label: str = "service (1 consumer)",
+    topic: str = TOPIC,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One service child over the pre-filled ``topic`` (own group and lake)."""
+    settings = _settings(env, opts, topic, f"bench-{name}", env.workdir / f"lake-{name}", overrides)
+    config = {"settings": settings, "log": str(env.workdir / f"{name}.log")}
     started = time.monotonic()
     servers = process_cpu_s(env.broker_pid), process_cpu_s(env.redis_pid)
     r = _follow(Child(service_child, config), progress, label, produced)
@@ -578,6 +673,8 @@ def service_phase(env: Env, opts: Options, progress: Bar, produced: int) -> dict
     span = (last - first) if first is not None and last is not None else float("nan")
     consumed = r["consumed"]
     return {
+        "topic": topic,
+        "settings": {k: settings[k] for k in ("kafka", "batch") if k in settings},
         "events": consumed,
         "rated": r["rated"],
         "dead_letters": r["dead_letters"],
@@ -590,12 +687,51 @@ def service_phase(env: Env, opts: Options, progress: Bar, produced: int) -> dict
         "child_wall_s": r["finished"] - started,
         "peak_rss_mb": r["peak_rss_mb"],
         "cpu_s": {"consumer": r["cpu_s"], "broker": broker_cpu, "redis": redis_cpu},
+        # less sensitive than msg/s to what else runs on the machine
+        "consumer_cpu_us_per_event": r["cpu_s"] / consumed * 1e6 if consumed else None,
         "flushes": r["flushes"],
         "files": r["files"],
         "enrich_hit_rate": r["enrich_hit_rate"],
         "commit_ms": r["commit_ms"],
         "stage_seconds": r["stage_seconds"],
         "stage_profile": stage_profile(r, span),
+        "thread_cpu_s": r["thread_cpu_s"],
+    }
+
+
+def setup_malformed(env: Env, opts: Options, progress: Bar, n: int) -> dict[str, Any]:
+    """``MALFORMED_TOPIC``: ``n`` generated events, ``malformed_share`` of them spread
+    evenly and made malformed (:func:`benchmarks.bench_decode.mix_malformed`: the kinds
+    of ``MALFORMED_KINDS`` in rotation), produced before any consumer starts."""
+    from benchmarks.bench_decode import MALFORMED_KINDS, mix_malformed
+    from pipeline.io import kafka_clients
+    from pipeline.settings import KafkaSettings
+
+    kafka = KafkaSettings(brokers=env.brokers)
+    kafka_clients.ensure_topic(kafka, MALFORMED_TOPIC, opts.partitions)
+    good, keys = _encoded_events(env, n, opts.seed + 2000)
+    values, spoilt = mix_malformed(good, opts.malformed_share, opts.seed)
+    del good
+    task = progress.add_task(f"produce {opts.malformed_share:.0%} malformed", total=n)
+    started = time.perf_counter()
+    producer = kafka_clients.producer(kafka)
+    for lo in range(0, n, 10_000):
+        for i in range(lo, min(lo + 10_000, n)):
+            while True:
+                try:
+                    producer.produce(MALFORMED_TOPIC, value=values[i], key=keys[i])
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+        progress.advance(task, min(10_000, n - lo))
+    kafka_clients.flush_or_raise(producer, 120, "produce malformed")
+    return {
+        "produced": n,
+        "malformed": spoilt,
+        "share": opts.malformed_share,
+        "kinds": list(MALFORMED_KINDS),
+        "produce_s": time.perf_counter() - started,
     }
 
 
@@ -816,7 +952,35 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
             )
             results["setup"] = setup(env, opts, bar)
             results["raw_consume"] = raw_consume_phase(env, opts, bar, results["setup"]["produced"])
-            results["service"] = service_phase(env, opts, bar, results["setup"]["produced"])
+            produced = results["setup"]["produced"]
+            results["service"] = service_phase(env, opts, bar, produced)
+            malformed_n = opts.events if opts.malformed_events is None else opts.malformed_events
+            if malformed_n:
+                results["malformed_setup"] = setup_malformed(env, opts, bar, malformed_n)
+                results["malformed"] = service_phase(
+                    env, opts, bar, malformed_n, name="malformed", topic=MALFORMED_TOPIC,
+                    label=f"service, {opts.malformed_share:.0%} malformed",
+                )  # fmt: skip
+            if opts.old_defaults:
+                results["service_old_defaults"] = service_phase(
+                    env, opts, bar, produced, name="service-old", overrides=OLD_MEMORY_DEFAULTS,
+                    label="service, old memory defaults",
+                )  # fmt: skip
+            if opts.backlog:
+                service_defaults = {"batch": {"max_age_s": _default_max_age()}}
+                results["backlog"] = service_phase(
+                    env, opts, bar, produced, name="backlog", overrides=service_defaults,
+                    label="backlog: all service defaults",
+                )  # fmt: skip
+                if opts.old_defaults:
+                    old = {
+                        "kafka": OLD_MEMORY_DEFAULTS["kafka"],
+                        "batch": {**OLD_MEMORY_DEFAULTS["batch"], **service_defaults["batch"]},
+                    }
+                    results["backlog_old_defaults"] = service_phase(
+                        env, opts, bar, produced, name="backlog-old", overrides=old,
+                        label="backlog: old memory defaults",
+                    )  # fmt: skip
             results["latency"] = latency_phase(env, opts, bar)
             results["baseline"] = baseline_phase(env, opts, bar)
             if opts.cprofile:
@@ -826,9 +990,32 @@ def run(opts: Options, console: Console | None = None) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
     service, baseline = results["service"]["cdr_per_s"], results["baseline"]["cdr_per_s"]
     results["ratio_vs_baseline"] = service / baseline if baseline else None
-    results["targets"]["cdr_per_s_met"] = service >= TARGET_CDR_PER_S
-    results["targets"]["ratio_met"] = bool(baseline) and service / baseline >= TARGET_RATIO
+    targets = results["targets"]
+    targets["cdr_per_s_met"] = service >= TARGET_CDR_PER_S
+    targets["ratio_met"] = bool(baseline) and service / baseline >= TARGET_RATIO
+    if "malformed" in results:
+        ratio = results["malformed"]["cdr_per_s"] / service if service else 0.0
+        results["malformed_ratio"] = ratio
+        targets["malformed_ratio"] = TARGET_MALFORMED_RATIO
+        targets["malformed_ratio_met"] = ratio >= TARGET_MALFORMED_RATIO
+    if "backlog" in results:
+        targets["backlog_rss_mb"] = TARGET_BACKLOG_RSS_MB
+        targets["backlog_rss_met"] = results["backlog"]["peak_rss_mb"] < TARGET_BACKLOG_RSS_MB
+    if "service_old_defaults" in results:
+        old = results["service_old_defaults"]["cdr_per_s"]
+        results["memory_defaults_cost"] = 1 - service / old if old else None  # < 0: faster
+        new_cpu = results["service"]["consumer_cpu_us_per_event"]
+        old_cpu = results["service_old_defaults"]["consumer_cpu_us_per_event"]
+        results["memory_defaults_cpu_cost"] = new_cpu / old_cpu - 1 if old_cpu else None
+        targets["memory_defaults_cost"] = TARGET_MEMORY_COST
+        targets["memory_defaults_cost_met"] = bool(old) and 1 - service / old <= TARGET_MEMORY_COST
     return results
+
+
+def _default_max_age() -> float:
+    from pipeline.settings import BatchSettings
+
+    return BatchSettings().max_age_s
 
 
 def write_results(results: dict[str, Any], path: Path = RESULTS_PATH) -> Path:
@@ -916,6 +1103,7 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
     main.add_row("enrichment cache hit rate", _fmt(s["enrich_hit_rate"] * 100, 1, " %"), "")
     main.add_row("dead letters", _fmt(s["dead_letters"]), json.dumps(s["by_reason"]))
     console.print(main)
+    render_capacity(results, console)
 
     prof = Table(title="Where the service's time goes (its own stage timings, measured run)")
     prof.add_column("stage")
@@ -952,6 +1140,74 @@ def render(results: dict[str, Any], console: Console | None = None) -> None:
         console.print(top)
 
 
+def _met(flag: object) -> str:
+    return "MET" if flag else "NOT MET"
+
+
+def render_capacity(results: dict[str, Any], console: Console) -> None:
+    """Issue 11: garbage against clean traffic, memory on a backlog (when measured)."""
+    s, target = results["service"], results["targets"]
+    table = Table(title="Capacity under garbage and on a backlog (issue 11, same run)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    m = results.get("malformed")
+    if m:
+        setup = results["malformed_setup"]
+        table.add_row("clean msg/s", _fmt(s["cdr_per_s"]), f"{s['events']:,} events ({TOPIC})")
+        table.add_row(
+            f"{setup['share']:.0%} malformed msg/s",
+            _fmt(m["cdr_per_s"]),
+            f"{m['events']:,} messages, {setup['malformed']:,} malformed "
+            f"({', '.join(setup['kinds'])}); dead letters {m['dead_letters']:,}",
+        )
+        table.add_row(
+            "malformed / clean",
+            _fmt(results["malformed_ratio"], 2),
+            f"target >= {target['malformed_ratio']} {_met(target['malformed_ratio_met'])}",
+        )
+        decode = m["stage_profile"].get(STAGE_LABELS["decode:decode_batch"], {})
+        table.add_row(
+            "decode_batch, malformed run",
+            _fmt(decode.get("us_per_event"), 2, " us/msg"),
+            f"clean run {_fmt(s['stage_profile'][STAGE_LABELS['decode:decode_batch']]['us_per_event'], 2, ' us/msg')}",
+        )
+    old = results.get("service_old_defaults")
+    if old:
+        table.add_row(
+            "consumer CPU us/event: new / old defaults",
+            f"{_fmt(s['consumer_cpu_us_per_event'], 2)} / "
+            f"{_fmt(old['consumer_cpu_us_per_event'], 2)}",
+            "whole consumer child (start-up included) / events",
+        )
+        table.add_row(
+            "clean msg/s, old memory defaults",
+            _fmt(old["cdr_per_s"]),
+            f"msg/s cost of the new defaults {(results['memory_defaults_cost'] or 0):+.1%} "
+            f"(negative: faster), CPU/event {(results['memory_defaults_cpu_cost'] or 0):+.1%}"
+            f" (target <= {target['memory_defaults_cost']:.0%} "
+            f"{_met(target['memory_defaults_cost_met'])}); peak RSS {_fmt(old['peak_rss_mb'])} MB",
+        )
+    backlog = results.get("backlog")
+    if backlog:
+        table.add_row(
+            "backlog peak RSS",
+            _fmt(backlog["peak_rss_mb"], 0, " MB"),
+            f"pre-filled {backlog['events']:,}-event topic, every service default "
+            f"(max_age_s {backlog['settings']['batch']['max_age_s']}); target < "
+            f"{target['backlog_rss_mb']} MiB {_met(target['backlog_rss_met'])}",
+        )
+    backlog_old = results.get("backlog_old_defaults")
+    if backlog_old:
+        table.add_row(
+            "backlog peak RSS, old memory defaults",
+            _fmt(backlog_old["peak_rss_mb"], 0, " MB"),
+            json.dumps(OLD_MEMORY_DEFAULTS),
+        )
+    if table.row_count:
+        console.print(table)
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
     d = Options()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -966,7 +1222,34 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--baseline-events", type=int, default=d.baseline_events)
     p.add_argument("--latency-events", type=int, default=d.latency_events)
     p.add_argument("--latency-rate", type=int, default=d.latency_rate, help="events/s offered")
-    p.add_argument("--poll-max-messages", type=int, default=d.poll_max_messages)
+    p.add_argument(
+        "--poll-max-messages",
+        type=int,
+        default=d.poll_max_messages,
+        help="batch.poll_max_messages of the service (default: the service default)",
+    )
+    p.add_argument(
+        "--malformed-events",
+        type=int,
+        default=d.malformed_events,
+        help="messages of the malformed-traffic phase (default: --events; 0: skip it)",
+    )
+    p.add_argument(
+        "--malformed-share",
+        type=float,
+        default=d.malformed_share,
+        help="share of malformed messages in that phase",
+    )
+    p.add_argument(
+        "--no-backlog",
+        action="store_true",
+        help="skip the backlog phase (pre-filled topic, every service default: peak RSS)",
+    )
+    p.add_argument(
+        "--old-defaults",
+        action="store_true",
+        help="also run the service with the memory defaults before issue 11",
+    )
     p.add_argument(
         "--max-age", type=float, default=d.max_age_s, help="batch.max_age_s of the service"
     )
@@ -982,6 +1265,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         baseline_events=a.baseline_events, latency_events=a.latency_events,
         latency_rate=a.latency_rate, poll_max_messages=a.poll_max_messages,
         max_age_s=a.max_age, stop_when_idle_s=a.stop_when_idle, seed=a.seed,
+        malformed_events=a.malformed_events, malformed_share=a.malformed_share,
+        backlog=not a.no_backlog, old_defaults=a.old_defaults,
         cprofile=a.cprofile, workdir=a.workdir, keep=a.keep, results=a.results,
     )  # fmt: skip
 

@@ -83,6 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"peak RSS  service {s['peak_rss_mb']:,.0f} MB, baseline {b['peak_rss_mb']:,.0f} MB"
     )
+    if "malformed" in results:
+        console.print(
+            f"garbage   {results['malformed']['cdr_per_s']:>12,.0f} msg/s with "
+            f"{results['malformed_setup']['share']:.0%} malformed: "
+            f"{results['malformed_ratio']:.2f} of clean (target {t['malformed_ratio']}: "
+            f"{'met' if t['malformed_ratio_met'] else 'NOT met'})"
+        )
+    if "backlog" in results:
+        console.print(
+            f"backlog   peak RSS {results['backlog']['peak_rss_mb']:,.0f} MB on the pre-filled "
+            f"topic, service defaults (target < {t['backlog_rss_mb']} MiB: "
+            f"{'met' if t['backlog_rss_met'] else 'NOT met'})"
+        )
+    if "memory_defaults_cost" in results:
+        console.print(
+            f"memory    new defaults cost {results['memory_defaults_cost']:+.1%} of the "
+            f"msg/s of the old ones, {results['memory_defaults_cpu_cost']:+.1%} CPU per event "
+            f"(target <= {t['memory_defaults_cost']:.0%}: "
+            f"{'met' if t['memory_defaults_cost_met'] else 'NOT met'})"
+        )
     console.print(f"results   {path}")
     return 0
 

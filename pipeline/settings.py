@@ -148,11 +148,15 @@ class KafkaSettings(BaseModel):
     client_id: str = "cdr-pipeline"
     #: librdkafka ``queued.min.messages``: messages per partition the consumer keeps
     #: fetched ahead. The default 100,000 left ``consume()`` waiting on fetches at about
-    #: 160k msg/s here; 500,000 lifts that ceiling past 400k msg/s.
+    #: 160k msg/s here; 500,000 lifts that ceiling past 400k msg/s. With the default
+    #: ``prefetch_max_kbytes`` the byte cap is reached first (about 45,000 messages).
     prefetch_messages: int = Field(500_000, ge=1)
     #: librdkafka ``queued.max.messages.kbytes``: the memory cap of that prefetch queue
     #: (one queue for all partitions), which bounds what ``prefetch_messages`` costs.
-    prefetch_max_kbytes: int = Field(65_536, ge=1024)
+    #: 8 MB (was 64 MB): on a backlog the queue is full all the time and costs about
+    #: 7x its cap in resident memory (docs/decisions.md, issue 11). A full queue is
+    #: refilled after 10 ms (``kafka_clients.FETCH_QUEUE_BACKOFF_MS``), not 1 s.
+    prefetch_max_kbytes: int = Field(8_192, ge=1024)
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod
@@ -473,9 +477,14 @@ class BatchSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_rows: int = Field(200_000, gt=0)
-    max_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    #: Arrow bytes of one partition's buffer (about 20,000 rated records per 8 MiB; was
+    #: 64 MiB): every assigned partition has one, plus the ranges waiting for the
+    #: writer, which is what a backlog fills (docs/decisions.md, issue 11).
+    max_bytes: int = Field(8 * 1024 * 1024, gt=0)
     max_age_s: float = Field(5.0, gt=0)
-    poll_max_messages: int = Field(20_000, gt=0)
+    #: Messages per ``consume()``; about two polls are alive at once (one decoding, one
+    #: rating). 10,000 (was 20,000) measured as fast and holds less (issue 11).
+    poll_max_messages: int = Field(10_000, gt=0)
 
 
 class DeadLetterSettings(BaseModel):

@@ -10,8 +10,11 @@ the columnar path for that schema (logged once).
 
 Streaming (:func:`columnar`): the datums of a batch, each a whole message value,
 are one block of an in-memory container whose schema starts with a ``fixed(5)``
-field that swallows the Confluent header; a block polars fails on is bisected down
-to :data:`BISECT_MIN` datums, which go to :func:`fastavro_rows`.
+field that swallows the Confluent header (fields the reader does not use read as
+bytes: not UTF-8 checked, as in fastavro's layout). The caller passes only datums
+the structural scan accepted (UTF-8 of :attr:`Plan.utf8_fields` included), so polars
+does not fail on them; a block it fails on all the same is bisected down to
+:data:`BISECT_MIN` datums, which go to :func:`fastavro_rows`.
 
 Batch (:func:`file_blocks`): the decompressed data of whole container blocks is one
 polars block; the datum boundaries are estimated from what polars read
@@ -75,6 +78,9 @@ class Plan:
     wire_header: bytes = b""  # container header of message values (null codec)
     file_header: bytes = b""  # container header of raw datums, all fields (null codec)
     sync: bytes = b""
+    #: Top-level writer fields whose strings must be valid UTF-8 (those the reader uses;
+    #: fastavro and polars read the others as bytes).
+    utf8_fields: frozenset[str] = frozenset()
 
 
 _PLANS: dict[tuple[str, str], Plan] = {}
@@ -105,6 +111,7 @@ def _build_plan(writer: Schema, reader: Schema, hint: str) -> Plan:
         plan.error = f"writer schema {hint} cannot be read as CallEvent: {exc}"[:MAX_DETAIL]
         return plan
     plan.record = wtype
+    plan.utf8_fields = frozenset(plan.res.needed)
     problem = columnar_problem(wtype)
     if problem is None:
         plan.sync = os.urandom(16)
@@ -114,7 +121,7 @@ def _build_plan(writer: Schema, reader: Schema, hint: str) -> Plan:
         # The 5-byte wire header is read as a leading fixed field: a block body is then
         # simply the concatenation of the message values.
         header_type = {"type": "fixed", "name": _WIRE_FIELD, "size": WIRE_HEADER_SIZE}
-        wire = physical_schema(wtype)
+        wire = physical_schema(wtype, unused)
         wire["fields"].insert(0, {"name": _WIRE_FIELD, "type": header_type})
         plan.wire_header = container_header(wire, "null", plan.sync)
         plan.columnar = True
@@ -143,7 +150,7 @@ def _probe(plan: Plan) -> str | None:
         lengths = np.array([len(d) for d in datums], dtype=np.int64)
         ends = np.cumsum(lengths)
         arr = np.frombuffer(b"".join(datums) + bytes(PADDING), dtype=np.uint8)
-        if not scan_datums(plan.record, arr, ends - lengths, ends).all():
+        if not scan_datums(plan.record, arr, ends - lengths, ends, plan.utf8_fields).all():
             return "the structural scan rejects valid datums"
         header = b"\x00" * WIRE_HEADER_SIZE
         fast = polars_block(plan, b"".join(header + d for d in datums), len(datums))
@@ -259,7 +266,8 @@ def file_blocks(plan: Plan, datas: Sequence[bytes], counts: Sequence[int]) -> tu
 def describe(exc: BaseException) -> str:
     """The dead-letter detail of a datum fastavro refused (no object addresses)."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    text = _OBJECT_REPR.sub("", text)  # fastavro names the stream object: not stable
+    if " at 0x" in text:  # fastavro names the stream object: not stable
+        text = _OBJECT_REPR.sub("", text)
     return f"Avro datum does not decode: {text}"[:MAX_DETAIL]
 
 

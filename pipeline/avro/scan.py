@@ -5,9 +5,11 @@ All datums live in one byte buffer (padded with 16 zero bytes) at known
 whose varints are overlong, whose string/bytes lengths are negative or run past its
 end, whose union/enum index is out of range, whose ``int`` does not fit 32 bits, or
 that does not end exactly at its end (a garbage tail, which polars silently ignores
-in the last datum of a block and which shifts every later datum of the block).
-Invalid UTF-8 is not seen here (polars fails on it). A rejected datum goes to
-fastavro, the authority (:mod:`pipeline.avro.decode`).
+in the last datum of a block and which shifts every later datum of the block), or
+-- for the top-level fields named in ``utf8_fields`` -- whose strings are not valid
+UTF-8 (polars fails on the whole block for one such string). A datum that passes
+decodes in polars, so a block of them never needs bisecting; a rejected datum goes
+to fastavro, the authority (:mod:`pipeline.avro.decode`).
 
 Datum boundaries come from the Kafka messages (streaming) or, inside a container
 block, from :func:`record_sizes` of what polars decoded (batch): a wrong estimate
@@ -16,9 +18,12 @@ makes the scan fail and the block go to fastavro, never accepts a bad datum.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import codecs
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -35,6 +40,8 @@ class _Scan:
     pos: I64  # next byte of each datum
     end: I64  # end of each datum
     ok: BOOL
+    #: (rows or None for all, start, length) of the strings to check for UTF-8
+    strings: list[tuple[I64 | None, I64, I64]] = field(default_factory=list)
 
     def _set(self, rows: I64 | None, new_pos: I64, bad: BOOL | None = None) -> None:
         end = self.end if rows is None else self.end[rows]
@@ -75,7 +82,7 @@ class _Scan:
         p = self.pos if rows is None else self.pos[rows]
         self._set(rows, p + size, bad)
 
-    def walk(self, t: AvroType, rows: I64 | None) -> None:
+    def walk(self, t: AvroType, rows: I64 | None, utf8: bool = False) -> None:
         kind = t.kind
         if kind == "null":
             return
@@ -84,7 +91,10 @@ class _Scan:
             p = self.pos if rows is None else self.pos[rows]
             end = self.end if rows is None else self.end[rows]
             bad = (n < 0) | (n > end - p)
-            self.skip(rows, np.where(bad, 0, n), bad)
+            n = np.where(bad, 0, n)
+            if utf8 and kind == "string":
+                self.strings.append((rows, p, n))
+            self.skip(rows, n, bad)
         elif kind == "long":
             self.varint(rows)
         elif kind == "int":
@@ -99,7 +109,7 @@ class _Scan:
             self._flag(rows, (v < 0) | (v >= len(t.symbols)))
         elif kind == "record":
             for f in t.fields:
-                self.walk(f.type, rows)
+                self.walk(f.type, rows, utf8)
         elif kind == "union":
             v = self.varint(rows)
             self._flag(rows, (v < 0) | (v >= len(t.branches)))
@@ -108,7 +118,7 @@ class _Scan:
                 if branch.kind != "null":
                     selected = all_rows[v == i]
                     if selected.size:
-                        self.walk(branch, selected)
+                        self.walk(branch, selected, utf8)
         else:  # excluded by types.columnar_problem
             raise ValueError(f"cannot scan {kind}")
 
@@ -119,15 +129,84 @@ class _Scan:
             self.ok[rows[bad]] = False
 
 
-def scan_datums(t: AvroType, buf: U8, starts: I64, ends: I64) -> BOOL:
-    """True for each datum ``buf[start:end]`` that is structurally a record of ``t``.
+def scan_datums(
+    t: AvroType,
+    buf: U8,
+    starts: I64,
+    ends: I64,
+    utf8_fields: frozenset[str] = frozenset(),
+    utf8_errors: dict[int, UnicodeDecodeError] | None = None,
+) -> BOOL:
+    """True for each datum ``buf[start:end]`` that is structurally a record of ``t``
+    and whose strings in the top-level fields ``utf8_fields`` are valid UTF-8.
 
-    ``buf`` must extend :data:`PADDING` bytes past the last end.
+    ``utf8_errors``, if given, receives for each datum that is structurally a record
+    but holds invalid UTF-8 the error of its first such string (in field order): what
+    a reader decoding it field by field (fastavro) fails with. ``buf`` must extend
+    :data:`PADDING` bytes past the last end.
     """
     scan = _Scan(buf, starts.copy(), ends, np.ones(len(starts), dtype=np.bool_))
-    scan.walk(t, None)
+    if t.kind == "record" and utf8_fields:
+        for f in t.fields:
+            scan.walk(f.type, None, f.name in utf8_fields)
+    else:
+        scan.walk(t, None)
     ok: BOOL = scan.ok & (scan.pos == ends)
+    if scan.strings:
+        structural = ok.copy()
+        high = _high_bytes(buf)
+        for rows, span_starts, lengths in scan.strings:
+            errors: dict[int, UnicodeDecodeError] | None = {} if utf8_errors is not None else None
+            valid = utf8_valid(buf, span_starts, lengths, high, errors)
+            if rows is None:
+                ok &= valid
+            else:
+                ok[rows[~valid]] = False
+            if errors and utf8_errors is not None:
+                for i, exc in errors.items():
+                    datum = i if rows is None else int(rows[i])
+                    if structural[datum]:
+                        utf8_errors.setdefault(datum, exc)
     return ok
+
+
+def _high_bytes(buf: U8) -> npt.NDArray[Any]:
+    """Running count of bytes >= 0x80 before each position of ``buf`` (one longer)."""
+    dtype = np.int32 if len(buf) < 2**31 else np.int64  # int32: half the memory traffic
+    high = np.zeros(len(buf) + 1, dtype=dtype)
+    np.cumsum(buf >= 0x80, dtype=dtype, out=high[1:])
+    return high
+
+
+def utf8_valid(
+    buf: U8,
+    starts: I64,
+    lengths: I64,
+    high: npt.NDArray[Any] | None = None,
+    errors: dict[int, UnicodeDecodeError] | None = None,
+) -> BOOL:
+    """Whether each ``buf[start:start+length]`` is valid UTF-8 (strict, as Python and
+    polars decode it). Spans of ASCII bytes only -- nearly all of them in call events --
+    are settled by counting bytes >= 0x80 (``high``: :func:`_high_bytes` of ``buf``);
+    the others are decoded one by one. ``errors``, if given, receives span index ->
+    the error of decoding that span."""
+    if high is None:
+        high = _high_bytes(buf)
+    ends = np.minimum(starts + lengths, len(buf))
+    suspect = np.flatnonzero(high[ends] != high[starts])
+    valid = np.ones(len(starts), dtype=np.bool_)
+    if suspect.size:
+        view = buf.data
+        for i, s, e in zip(
+            suspect.tolist(), starts[suspect].tolist(), ends[suspect].tolist(), strict=True
+        ):
+            try:
+                codecs.utf_8_decode(view[s:e], "strict", True)
+            except UnicodeDecodeError as exc:
+                valid[i] = False
+                if errors is not None:
+                    errors[i] = exc
+    return valid
 
 
 def _valid(array: pa.Array) -> BOOL:

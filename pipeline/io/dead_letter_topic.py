@@ -73,6 +73,10 @@ TEXT_LIMITS: dict[str, tuple[int, int]] = {
 TOPIC_FIELDS = ("payload_size", "payload_sha256", "payload_truncated", "payload_prefix")
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+#: The columns of a dead letter (a pyarrow schema builds its fields anew on each access).
+_FIELD_NAMES = tuple(DEAD_LETTER_SCHEMA.names)
+#: What ``json.dumps(doc, separators=(",", ":"), sort_keys=True)`` builds on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 def dead_letter_key(row: dict[str, Any]) -> str:
@@ -88,20 +92,30 @@ def payload_ref(row: dict[str, Any]) -> str:
     identity, so a letter read back cannot point anywhere else)."""
     topic = row.get("source_topic")
     if topic is not None:
-        safe = str(topic) if _SAFE_NAME.fullmatch(str(topic)) else _digest(str(topic))[:32]
-        name = f"{safe}+{int(row['source_partition'])}+{int(row['source_offset'])}"
+        name = (
+            f"{_safe_topic(str(topic))}+{int(row['source_partition'])}+{int(row['source_offset'])}"
+        )
     else:
         name = f"file+{_digest(str(row.get('source_file')))[:32]}+{row.get('source_index')}"
     return f"{DEAD_PAYLOADS}/{name}.bin"
 
 
+@functools.lru_cache(maxsize=64)
+def _safe_topic(topic: str) -> str:
+    """``topic`` as a file-name part (a digest when it has other characters)."""
+    return topic if _SAFE_NAME.fullmatch(topic) else _digest(topic)[:32]
+
+
 def producer_config(max_message_bytes: int) -> dict[str, Any]:
     """librdkafka settings for a producer of dead letters capped at ``max_message_bytes``:
-    its ``message.max.bytes`` never refuses a letter the cap allows."""
+    its ``message.max.bytes`` never refuses a letter the cap allows. Delivery reports
+    only for failures (the only ones :class:`DeadLetterProducer` acts on: a Python
+    callback per acknowledged letter cost ~1 µs of the writer thread each)."""
     return {
         "message.max.bytes": max(
             LIBRDKAFKA_MESSAGE_MAX_BYTES, max_message_bytes + 2 * RECORD_OVERHEAD
-        )
+        ),
+        "delivery.report.only.error": True,
     }
 
 
@@ -118,7 +132,7 @@ def _clip(text: Any, limit: int) -> Any:
 
 def _dumps(doc: dict[str, Any]) -> bytes:
     # ASCII only (non-ASCII escaped), so any text, lone surrogates included, encodes
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("ascii")
+    return _JSON.encode(doc).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -157,7 +171,11 @@ def encode(
     reason = str(row["reason"]).encode()
     budget = max_message_bytes - RECORD_OVERHEAD - len(key) - len("reason") - len(reason)
     payload: bytes | None = row.get("payload")
-    doc: dict[str, Any] = {f.name: row.get(f.name) for f in DEAD_LETTER_SCHEMA}
+    if payload is None or keep_prefix:  # the usual case: whole payload, nothing clipped
+        value = _whole_value(row, payload)
+        if value is not None and len(value) <= budget:
+            return DeadLetterMessage(key, value, reason, False, None)
+    doc: dict[str, Any] = {name: row.get(name) for name in _FIELD_NAMES}
     doc["payload_size"] = len(payload) if payload is not None else None
     doc["payload_sha256"] = _digest(payload) if payload is not None else None
     ref = payload_ref(row)
@@ -187,6 +205,64 @@ def encode(
     raise ValueError(f"a dead letter does not fit in {max_message_bytes:,} bytes")
 
 
+#: The keys of a letter's JSON, sorted (as ``sort_keys`` writes them).
+_LETTER_KEYS = tuple(sorted({*_FIELD_NAMES, *TOPIC_FIELDS[:3], "payload_ref"}))
+_ESCAPE = json.encoder.encode_basestring_ascii  # json.dumps' own (C) string encoder
+
+
+def _json_scalar(value: Any) -> str:
+    """``value`` (None, a str, a bool or an int) as :data:`_JSON` writes it."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _ESCAPE(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return _JSON.encode(value)
+
+
+#: The keys :func:`_whole_value` writes, in its order (checked against the schema).
+_TEMPLATE_KEYS = (
+    "call_id", "detail", "payload", "payload_ref", "payload_sha256", "payload_size",
+    "payload_truncated", "reason", "revision", "source_file", "source_index",
+    "source_offset", "source_partition", "source_topic",
+)  # fmt: skip
+_TEMPLATE_FITS = _TEMPLATE_KEYS == _LETTER_KEYS
+
+
+def _whole_value(row: dict[str, Any], payload: bytes | None) -> bytes | None:
+    """The value :func:`encode` builds first -- the whole payload, nothing clipped --
+    written straight in key order: byte for byte ``_dumps`` of that document, at
+    less of the writer thread's time (it writes one letter per malformed message:
+    issue 11). None when a text field would be clipped (``encode`` then builds it)."""
+    if not _TEMPLATE_FITS:  # the dead-letter columns changed: the generic way
+        return None
+    get = row.get
+    detail, call_id, source_file = get("detail"), get("call_id"), get("source_file")
+    if (
+        (type(detail) is str and len(detail) > TEXT_LIMITS["detail"][0])
+        or (type(call_id) is str and len(call_id) > TEXT_LIMITS["call_id"][0])
+        or (type(source_file) is str and len(source_file) > TEXT_LIMITS["source_file"][0])
+    ):
+        return None
+    j = _json_scalar
+    if payload is None:
+        data = size = sha = "null"
+    else:
+        data = f'"{base64.b64encode(payload).decode()}"'
+        size = str(len(payload))
+        sha = f'"{_digest(payload)}"'
+    text = (
+        f'{{"call_id":{j(call_id)},"detail":{j(detail)},"payload":{data},'
+        f'"payload_ref":null,"payload_sha256":{sha},"payload_size":{size},'
+        f'"payload_truncated":false,"reason":{j(get("reason"))},'
+        f'"revision":{j(get("revision"))},"source_file":{j(source_file)},'
+        f'"source_index":{j(get("source_index"))},"source_offset":{j(get("source_offset"))},'
+        f'"source_partition":{j(get("source_partition"))},"source_topic":{j(get("source_topic"))}}}'
+    )
+    return text.encode("ascii")
+
+
 def decode(value: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode`: the columns of ``DEAD_LETTER_SCHEMA`` plus
     :data:`TOPIC_FIELDS`. ``payload`` is the whole raw value or null, never a prefix
@@ -197,7 +273,7 @@ def decode(value: bytes) -> dict[str, Any]:
         raise ValueError("not a dead-letter message")
     raw = base64.b64decode(doc["payload"]) if doc.get("payload") is not None else None
     truncated = bool(doc.get("payload_truncated"))
-    row = {f.name: doc.get(f.name) for f in DEAD_LETTER_SCHEMA}
+    row = {name: doc.get(name) for name in _FIELD_NAMES}
     row["payload"] = None if truncated else raw
     row["payload_prefix"] = raw if truncated else None
     row["payload_truncated"] = truncated
@@ -314,11 +390,14 @@ class DeadLetterProducer:
         self.payloads = store
         self.max_message_bytes = max_message_bytes
         self._timeout = timeout
-        self._failures: list[tuple[int, KafkaError]] = []
+        self._failures: list[tuple[bytes | None, KafkaError]] = []
 
-    def _delivered(self, index: int, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Message | None) -> None:
+        # One bound method for every letter, matched by key on failure: a callback
+        # object per letter cost ~2 µs of the writer thread (issue 11).
         if err is not None:
-            self._failures.append((index, err))
+            key = msg.key() if msg is not None else None
+            self._failures.append((key if isinstance(key, bytes) else None, err))
 
     def send(self, dead: pa.Table) -> int:
         """Produce every row of ``dead`` and wait for the acknowledgements.
@@ -360,6 +439,7 @@ class DeadLetterProducer:
         self._failures.clear()
         too_large: list[int] = []
         kept = 0
+        which = list(which)
         for i in which:
             row = rows[i]
             message = encode(row, self.max_message_bytes, keep_prefix=keep_prefix)
@@ -373,7 +453,7 @@ class DeadLetterProducer:
                         key=message.key,
                         value=message.value,
                         headers=[("reason", message.reason)],
-                        on_delivery=functools.partial(self._delivered, i),
+                        on_delivery=self._delivered,
                     )
                     break
                 except BufferError:  # local queue full: let deliveries drain
@@ -386,9 +466,11 @@ class DeadLetterProducer:
                     raise BrokerError(f"dead letters not produced: {exc}") from exc
         flush_or_raise(self._producer, self._timeout, "dead letters")
         others = []
-        for i, err in self._failures:
-            if err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                too_large.append(i)
+        index_of = {dead_letter_key(rows[i]).encode(): i for i in which} if self._failures else {}
+        for key, err in self._failures:
+            index = index_of.get(key) if key is not None else None
+            if index is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                too_large.append(index)
             else:
                 others.append(err)
         if others:

@@ -27,12 +27,18 @@ Events carry ``payload`` = the raw message value on every row, because the core
 may still dead-letter an event (e.g. unknown account) and needs the raw bytes.
 
 Columnar fast path. The messages of a batch are grouped by writer schema id; each
-group is checked by the vectorized structural scan (:mod:`pipeline.avro.scan`), and
-the messages that pass are concatenated into ONE in-memory Avro block read by
+group is checked by the vectorized structural scan (:mod:`pipeline.avro.scan`: the
+structure of each datum, and UTF-8 of the strings the reader uses), and the messages
+that pass are concatenated into ONE in-memory Avro block read by
 ``polars.read_avro`` (``benchmarks/bench_decode.py``: about 7x the records/s of
 fastavro per message, end to end). Rejected datums go to ``fastavro`` one by one,
-the authority for what is good (and for the error message of a dead letter); a
-block polars fails on (invalid UTF-8) is bisected (:mod:`pipeline.avro.decode`).
+the authority for what is good (and for the error message of a dead letter), except
+those whose only fault is invalid UTF-8: fastavro would stop at the same first
+invalid string with the same ``UnicodeDecodeError``, which the scan already has. A
+block polars still fails on is bisected (:mod:`pipeline.avro.decode`), a fallback
+that the scan leaves for what it does not know of: before the scan checked UTF-8,
+one invalid string per block sent the whole block through bisection to fastavro,
+and garbage traffic took three quarters of the capacity (issue 11).
 Writer schemas polars cannot read (arrays, maps, unions other than ``[null, T]``,
 recursive types...) are decoded with ``fastavro`` per message: correct, slower.
 Schema resolution (writer -> reader ``CallEvent``) is
@@ -51,7 +57,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.avro.decode import Plan, fastavro_rows, plan_for
+from pipeline.avro.decode import Plan, describe, fastavro_rows, plan_for
 from pipeline.avro.decode import columnar as decode_columnar
 from pipeline.avro.encode import encode_datums
 from pipeline.avro.resolution import project
@@ -154,10 +160,16 @@ class _Outcome:
     dead_ids: dict[int, tuple[str | None, int | None]] = field(default_factory=dict)
 
     def dead(self, rows: Sequence[int] | I64, reason: str, detail: str) -> None:
-        rows = [int(r) for r in rows]
+        rows = rows.tolist() if isinstance(rows, np.ndarray) else [int(r) for r in rows]
         self.dead_rows.extend(rows)
         self.dead_reasons.extend([str(reason)] * len(rows))
         self.dead_details.extend([detail[:MAX_DETAIL]] * len(rows))
+
+    def dead_each(self, rows: list[int], reason: str, details: list[str]) -> None:
+        """One dead letter per row, each with its own detail."""
+        self.dead_rows.extend(rows)
+        self.dead_reasons.extend([str(reason)] * len(rows))
+        self.dead_details.extend([d[:MAX_DETAIL] for d in details])
 
 
 def decode_messages(
@@ -223,8 +235,15 @@ def decode_batch(
     out = _Outcome()
     framed = lengths >= HEADER_SIZE
     magic = np.where(lengths >= 1, buf[np.minimum(starts, len(buf) - 1)], -1)
-    for i in np.flatnonzero(~framed | (magic != MAGIC_BYTE)).tolist():
-        out.dead([i], Reason.BAD_MAGIC_BYTE, _framing_problem(int(lengths[i]), int(magic[i])))
+    unframed = np.flatnonzero(~framed | (magic != MAGIC_BYTE))
+    if unframed.size:
+        problems = [
+            _framing_problem(length, byte)
+            for length, byte in zip(
+                lengths[unframed].tolist(), magic[unframed].tolist(), strict=True
+            )
+        ]
+        out.dead_each(unframed.tolist(), Reason.BAD_MAGIC_BYTE, problems)
     good = np.flatnonzero(framed & (magic == MAGIC_BYTE))
     head = starts[good]
     ids_u32 = (
@@ -249,8 +268,15 @@ def decode_batch(
         d_starts, d_ends = starts[rows] + HEADER_SIZE, ends[rows]
         if columnar and plan.columnar:
             assert plan.record is not None
-            ok = scan_datums(plan.record, buf, d_starts, d_ends)
-            slow = rows[~ok]
+            utf8_errors: dict[int, UnicodeDecodeError] = {}
+            ok = scan_datums(plan.record, buf, d_starts, d_ends, plan.utf8_fields, utf8_errors)
+            settled = np.zeros(len(rows), dtype=np.bool_)
+            if utf8_errors:  # fastavro fails on the same string with the same error
+                local = np.fromiter(utf8_errors, np.int64, len(utf8_errors))
+                details = [describe(exc) for exc in utf8_errors.values()]
+                out.dead_each(rows[local].tolist(), Reason.DECODE_ERROR, details)
+                settled[local] = True
+            slow = rows[~ok & ~settled]
             blocks, failed = decode_columnar(plan, values, rows[ok], joined)
             for block_rows, table in blocks:
                 _add(out, plan, block_rows, table)
@@ -259,10 +285,14 @@ def decode_batch(
             slow = rows
         if slow.size:
             table, dead = fastavro_rows(plan, _datums(values, slow))
-            for local, detail in dead.items():
-                out.dead([int(slow[local])], Reason.DECODE_ERROR, detail)
-            keep = np.array([i for i in range(len(slow)) if i not in dead], dtype=np.int64)
-            _add(out, plan, slow[keep] if keep.size else keep, table)
+            if dead:
+                local = np.fromiter(dead, np.int64, len(dead))
+                out.dead_each(slow[local].tolist(), Reason.DECODE_ERROR, list(dead.values()))
+                keep = np.ones(len(slow), dtype=np.bool_)
+                keep[local] = False
+                _add(out, plan, slow[keep], table)
+            else:
+                _add(out, plan, slow, table)
 
     return _assemble(out, n, values, keys, topics, partitions, offsets)
 

@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import BrokerError, InfrastructureError, SinkError
 from pipeline.io import dead_letter_topic as dlt
@@ -148,6 +150,51 @@ def test_odd_unicode_and_huge_text_fields_are_clipped(text: str) -> None:
     assert f"{len(text):,} characters" in back["call_id"]
 
 
+def _reference_value(r: dict[str, Any]) -> bytes:
+    """The value of a letter with its whole payload, as ``json.dumps`` writes it (the
+    encoding before the writer's fast path, issue 11)."""
+    payload = r["payload"]
+    doc = {name: r.get(name) for name in DEAD_LETTER_SCHEMA.names}
+    doc["payload"] = None if payload is None else base64.b64encode(payload).decode()
+    doc["payload_size"] = None if payload is None else len(payload)
+    doc["payload_sha256"] = None if payload is None else sha(payload)
+    doc["payload_truncated"], doc["payload_ref"] = False, None
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode("ascii")
+
+
+_TEXT = st.one_of(st.none(), st.text(max_size=40), st.just('\ud800 \u202e "quoted" \\ \n'))
+
+
+@given(
+    payload=st.one_of(st.none(), st.binary(max_size=300)),
+    detail=st.text(max_size=300),
+    call_id=_TEXT,
+    revision=st.one_of(st.none(), st.integers(-(2**31), 2**31 - 1)),
+    topic=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9._-]{1,30}", fullmatch=True)),
+    source_file=st.one_of(st.none(), st.text(st.characters(exclude_categories=["Cs"]))),
+    index=st.one_of(st.none(), st.integers(0, 2**62)),
+)
+@settings(max_examples=300, deadline=None)
+def test_fast_letter_is_byte_for_byte_json_dumps(
+    payload: bytes | None,
+    detail: str,
+    call_id: str | None,
+    revision: int | None,
+    topic: str | None,
+    source_file: str | None,
+    index: int | None,
+) -> None:
+    """The writer's fast path writes exactly what ``json.dumps(sort_keys=True)`` did."""
+    assert dlt._TEMPLATE_FITS  # the fast path is the one tested here
+    r = row(
+        payload, detail=detail, call_id=call_id, revision=revision, source_topic=topic,
+        source_file=source_file, source_index=index,
+    )  # fmt: skip
+    message = dlt.encode(r)
+    assert not message.truncated
+    assert message.value == _reference_value(r)
+
+
 def test_short_unicode_detail_round_trips() -> None:
     detail = "bad 😀 \u202e \ud800 é"
     assert dlt.decode(dlt.encode(row(detail=detail)).value)["detail"] == detail
@@ -196,7 +243,10 @@ def test_letters_of_the_old_format_still_decode() -> None:
 def test_default_cap_matches_the_setting() -> None:
     assert DeadLetterSettings().max_message_bytes == dlt.DEFAULT_MAX_MESSAGE_BYTES
     assert dlt.DEFAULT_MAX_MESSAGE_BYTES + dlt.RECORD_OVERHEAD < dlt.LIBRDKAFKA_MESSAGE_MAX_BYTES
-    assert dlt.producer_config(262_144) == {"message.max.bytes": 1_000_000}
+    assert dlt.producer_config(262_144) == {
+        "message.max.bytes": 1_000_000,
+        "delivery.report.only.error": True,  # failures are all the producer acts on
+    }
     assert dlt.producer_config(8 * MiB)["message.max.bytes"] > 8 * MiB
 
 
@@ -229,6 +279,16 @@ def test_resolve_payloads_from_the_lake(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------- the producer
+class FakeMessage:
+    """What a delivery report hands over: the message (its key identifies the letter)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def key(self) -> bytes:
+        return self._key
+
+
 class FakeProducer:
     """In-memory stand-in for ``confluent_kafka.Producer``: refuses values over
     ``client_limit`` in ``produce`` (like librdkafka's message.max.bytes) and over
@@ -261,13 +321,14 @@ class FakeProducer:
 
     def flush(self, _timeout: float) -> int:
         for key, value, callback in self.pending:
+            message = FakeMessage(key)
             if self.fail is not None:
-                callback(self.fail, None)
+                callback(self.fail, message)
             elif len(key) + len(value) > self.broker_limit:
-                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)
+                callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), message)
             else:
                 self.delivered.append((key, value))
-                callback(None, None)
+                callback(None, message)
         self.pending.clear()
         return 0
 
