@@ -280,7 +280,8 @@ def cmd_close_cycle(args: argparse.Namespace) -> int:
     from pipeline.tariff_files import load_tariff_dir
 
     cycle = check_cycle(args.cycle)  # the cheap refusals first; run_close() checks again
-    settings = load_settings(Path(args.config) if args.config else None).close
+    redis = {"url": args.redis} if getattr(args, "redis", None) else {}
+    settings = load_settings(Path(args.config) if args.config else None, redis=redis).close
     lake = _lake(args, args.lake, "--lake").require_existing()
     ref = load_reference(args)
     tariffs = load_tariff_dir(Path(args.tariffs))
