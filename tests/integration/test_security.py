@@ -339,7 +339,7 @@ def test_cli_batch_commands_read_reference_data_over_tls(
     argv = ["close-cycle", "--redis", tls_redis.url, "--lake", str(lake), "--cycle", cycle]
     assert main(argv) == 0
     out, err = capsys.readouterr()
-    assert " invoice lines -> " in out + err
+    assert "invoice lines from rated_calls version" in out + err
     assert_no_secret(out, err)
 
 
