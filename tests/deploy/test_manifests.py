@@ -58,7 +58,7 @@ PROMETHEUS_FILE = DEPLOY / "prometheus" / "prometheus.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = DEPLOY / "Dockerfile.dockerignore"
 
-#: Read by pipeline/settings.py itself, not fields of :class:`Settings`.
+#: Read by pipeline/settings/sources.py itself, not fields of :class:`Settings`.
 EXTRA_VARIABLES = frozenset({"CDR_CONFIG", "CDR_SECRETS_DIR"})
 #: The oldest Kubernetes version these manifests support, and the newest schema shipped.
 K8S_VERSIONS = ("1.30.0", str(kv.latest_version()))
@@ -104,7 +104,8 @@ def setting_variables() -> dict[str, bool]:
     """Every ``CDR_*`` variable :class:`Settings` reads -> whether its value is secret.
 
     Top-level fields are ``CDR_<FIELD>``, nested ones ``CDR_<FIELD>__<SUBFIELD>``
-    (upper-cased); :data:`EXTRA_VARIABLES` are read by settings.py directly.
+    (upper-cased); :data:`EXTRA_VARIABLES` are read by pipeline/settings/sources.py
+    directly.
     """
     out = _variables(Settings, "CDR_")
     out.update(dict.fromkeys(EXTRA_VARIABLES, False))
