@@ -104,10 +104,10 @@ def sources(
     file_secret_settings: PydanticBaseSettingsSource,
 ) -> tuple[PydanticBaseSettingsSource, ...]:
     """The sources of ``settings_cls``, first one wins: flags, environment, the settings
-    file (``CDR_CONFIG``, else the one of :func:`config_file`), the files of
+    file (the one of :func:`config_file`, i.e. ``--config``, else ``CDR_CONFIG``), the files of
     ``CDR_SECRETS_DIR`` (:class:`ConfigError` if that is not a directory)."""
     chosen: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-    yaml_file = os.environ.get("CDR_CONFIG") or _CONFIG_FILE.get("path")
+    yaml_file = _CONFIG_FILE.get("path") or os.environ.get("CDR_CONFIG")  # --config wins
     if yaml_file:
         chosen.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
     secrets_dir = os.environ.get("CDR_SECRETS_DIR")

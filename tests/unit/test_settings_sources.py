@@ -41,3 +41,16 @@ def test_bad_values_are_refused_naming_the_field(monkeypatch: pytest.MonkeyPatch
 def test_missing_settings_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="settings file not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_the_config_flag_wins_over_cdr_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--config b.yaml`` is a flag: it beats ``CDR_CONFIG=a.yaml`` (before: a.yaml was
+    read, while only b.yaml had been checked)."""
+    env_file, flag_file = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    env_file.write_text("topic: from-env-file\n")
+    flag_file.write_text("topic: from-flag-file\n")
+    monkeypatch.setenv("CDR_CONFIG", str(env_file))
+    assert load_settings().topic == "from-env-file"
+    assert load_settings(flag_file).topic == "from-flag-file"
