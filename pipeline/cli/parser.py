@@ -33,6 +33,11 @@ DESCRIPTION = (
     "lines; query and report on the lake."
 )
 
+#: ``--lake`` of the maintenance commands (an existing lake, else the ``output`` setting).
+MAINTAINED_LAKE_HELP = "an existing lake: directory or s3://bucket/prefix (default: CDR_OUTPUT)"
+#: ``--config`` of the commands that read only the lake settings from it.
+S3_CONFIG_HELP = "settings file (YAML): the S3 settings of an s3:// lake"
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -60,6 +65,8 @@ def _table_version(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """A fresh parser of every command; :func:`_describe_commands` gives each command
+    its exit codes (the top level lists all of them)."""
     from pipeline.tariff_files import DEFAULT_TARIFFS_DIR
 
     parser = argparse.ArgumentParser(
@@ -118,8 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
             "Re-running the same command replaces each file's output (no duplicates), also "
             "after a run that failed part-way."
         ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     refdata_opts(p)
     p.add_argument("--output", required=True, help="lake directory")
@@ -144,8 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
             "a readable version, an unreadable lake file, a cycle with no rated calls "
             "(unless --allow-empty)."
         ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     refdata_opts(p)
     p.add_argument("--lake", required=True, help="an existing lake (never created here)")
@@ -258,12 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit 3 also when the compaction lost its race five times in a row (nothing "
             "of it committed: run it again)."
         ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--lake", help="an existing lake: directory or s3://bucket/prefix (default: CDR_OUTPUT)"
-    )
+    p.add_argument("--lake", help=MAINTAINED_LAKE_HELP)
     p.add_argument("--cycle", help="only this billing cycle of rated_calls (YYYY-MM)")
     p.add_argument(
         "--table",
@@ -277,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="size of the files written, e.g. 128MiB, 1GiB, 512MB (1 MiB to 16 GiB; "
         "default 128MiB)",
     )
-    p.add_argument("--config", help="settings file (YAML): the S3 settings of an s3:// lake")
+    p.add_argument("--config", help=S3_CONFIG_HELP)
     p.set_defaults(func=cmd_lake_compact)
 
     p = lake_cmds.add_parser(
@@ -294,12 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
             "number of ASCII digits, less than 168 hours without --force, --full with less "
             "than 1 hour."
         ),
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--lake", help="an existing lake: directory or s3://bucket/prefix (default: CDR_OUTPUT)"
-    )
+    p.add_argument("--lake", help=MAINTAINED_LAKE_HELP)
     p.add_argument(
         "--retain-hours",
         required=True,
@@ -317,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also delete files no commit ever listed (left by writers stopped before "
         "their commit); lists every file of each table",
     )
-    p.add_argument("--config", help="settings file (YAML): the S3 settings of an s3:// lake")
+    p.add_argument("--config", help=S3_CONFIG_HELP)
     p.set_defaults(func=cmd_lake_vacuum)
 
     dl = sub.add_parser("dead-letters", help="dead-letter topic: export, replay").add_subparsers(
@@ -360,8 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "report",
         help="one cycle as a self-contained HTML page with charts",
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--lake", required=True, help="lake directory")
     p.add_argument("--cycle", required=True, help="YYYY-MM")
