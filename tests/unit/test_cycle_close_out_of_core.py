@@ -344,7 +344,7 @@ def test_cli_re_close_prints_the_changes_then_no_change(
     lake, _ = _late_lake(tmp_path)
     argv = ["close-cycle", "--lake", lake.uri, "--cycle", NOV]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("pipeline.cli.load_reference", lambda args: REF)
+        mp.setattr("pipeline.cli.batch.load_reference", lambda args: REF)
         rc, output = run(argv, capsys)
         assert rc == 0
         assert f"first close of {NOV}" in output

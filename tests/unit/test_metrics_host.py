@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.cli import _settings, build_parser
+from pipeline.cli import build_parser, settings_from_args
 from pipeline.errors import ConfigError
 from pipeline.metrics import ServiceMetrics
 from pipeline.runtime.health import ObservabilityServer, Probes
@@ -80,7 +80,7 @@ def test_the_setting_comes_from_flag_and_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CDR_METRICS_HOST", "127.0.0.1")
     assert load_settings().metrics_host == "127.0.0.1"
     args = build_parser().parse_args(["run", "--metrics-host", "::1", "--metrics-port", "9108"])
-    assert _settings(args).metrics_host == "::1"
+    assert settings_from_args(args).metrics_host == "::1"
 
 
 @pytest.mark.parametrize("host", ["", "two words"])

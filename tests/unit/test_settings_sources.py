@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _settings, build_parser
+from pipeline.cli import build_parser, settings_from_args
 from pipeline.errors import ConfigError
 from pipeline.settings import load_settings
 
@@ -23,7 +23,7 @@ def test_flags_then_environment_then_file_then_defaults(
     monkeypatch.setenv("CDR_GROUP", "env-group")
     monkeypatch.setenv("CDR_KAFKA__BROKERS", "env:9092")
     args = build_parser().parse_args(["run", "--config", str(config), "--brokers", "flag:9092"])
-    s = _settings(args)
+    s = settings_from_args(args)
     assert s.kafka.brokers == "flag:9092"  # flag beats env and file
     assert s.group == "env-group"  # env beats file
     assert s.topic == "from-file"  # file beats default
