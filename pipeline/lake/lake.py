@@ -578,9 +578,9 @@ class Lake:
         return self._scan(DEAD, TABLES[DEAD].schema.names)
 
     def read_dead_letters_keys(self) -> set[str]:
-        """The source identity (:func:`~pipeline.io.dead_letter_topic.dead_letter_key`)
+        """The source identity (:func:`~pipeline.io.dead_letter_codec.dead_letter_key`)
         of every dead letter in the lake (only the ``source_*`` columns are read)."""
-        from pipeline.io.dead_letter_topic import dead_letter_key
+        from pipeline.io.dead_letter_codec import dead_letter_key
 
         columns = [c for c in TABLES[DEAD].schema.names if c.startswith("source_")]
         return {dead_letter_key(r) for r in self._scan(DEAD, columns).to_pylist()}
