@@ -31,8 +31,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from pipeline.lake.compaction import compact_lake
 from pipeline.lake.lake import Lake
-from pipeline.lake.maintenance import compact_lake
 from pipeline.lake.partitions import PartitionTable
 from pipeline.lake.tables import RATED
 from tests.unit.test_lake_maintenance import flush_rows, rated_template

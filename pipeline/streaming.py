@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, Message, TopicPartitio
 from pydantic import SecretStr
 
 from pipeline.errors import BrokerError
-from pipeline.io import dead_letter_topic, kafka_clients
+from pipeline.io import dead_letter_codec, dead_letter_topic, kafka_clients
 from pipeline.io.avro_files import iter_event_batches
 from pipeline.io.wire import (
     CALL_EVENT_SCHEMA_ID,
@@ -179,7 +179,7 @@ def read_dead_letter_topic(
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
-            return dead_letter_topic.to_table([])
+            return dead_letter_codec.to_table([])
         targets: dict[int, int] = {}
         for p in metadata.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
@@ -206,7 +206,7 @@ def read_dead_letter_topic(
                 p, offset, value = msg.partition(), msg.offset(), msg.value()
                 if value is not None:
                     try:
-                        rows.append(dead_letter_topic.decode(value))
+                        rows.append(dead_letter_codec.decode(value))
                     except ValueError:
                         LOG.warning(
                             "skipped a message on %s that is not a dead letter (offset %s)",
@@ -228,7 +228,7 @@ def read_dead_letter_topic(
             topic,
             payloads.table_uri(DEAD_PAYLOADS) if payloads else "any lake (none given)",
         )
-    return dead_letter_topic.dedupe(dead_letter_topic.to_table(rows))
+    return dead_letter_codec.dedupe(dead_letter_codec.to_table(rows))
 
 
 def export_dead_letters(kafka: KafkaSettings, topic: str, lake: Lake) -> int:
@@ -242,7 +242,7 @@ def export_dead_letters(kafka: KafkaSettings, topic: str, lake: Lake) -> int:
         return 0
     held = lake.read_dead_letters_keys()
     keys = [
-        dead_letter_topic.dead_letter_key(r)
+        dead_letter_codec.dead_letter_key(r)
         for r in table.select(
             [c for c in table.column_names if c.startswith("source_")]
         ).to_pylist()

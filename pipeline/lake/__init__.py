@@ -2,7 +2,8 @@
 
 ``location`` (where), ``storage`` (how its bytes are reached), ``tables`` (names,
 schemas, partitioning), ``lake`` (the read/write API, exactly once through the
-tables' application transactions). Imported lazily: :mod:`pipeline.settings` uses
+tables' application transactions; built on ``readers`` and ``handles``),
+``compaction``, ``stats_merge`` and ``vacuum`` (upkeep). Imported lazily: :mod:`pipeline.settings` uses
 :mod:`pipeline.lake.location` and must not pull in ``deltalake``.
 """
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError
-from pipeline.lake.lake import Snapshot, unreadable_file
+from pipeline.lake.readers import Snapshot, unreadable_file
 from pipeline.lake.tables import PARTITION
 from pipeline.rating.cycle import TOTALS_SCHEMAS, CycleTotals
 from pipeline.settings import CloseSettings

@@ -6,12 +6,12 @@ With ``compaction.interval_s`` > 0, :func:`start` adds a background thread to th
 service that every interval (plus a random 0-10 %) compacts the billing cycles this
 member committed rows to since its last round, each one whose ``rated_calls``
 partition has ``compaction.min_files`` files or more below ``compaction.target_size``
-(:func:`pipeline.lake.maintenance.compact_table`).
+(:func:`pipeline.lake.compaction.compact_table`).
 
 It never blocks the flush path: the thread has its own :class:`~pipeline.lake.lake.Lake`
 handle, rewrites one file at a time on that thread alone (Arrow reads and writes
 with the GIL released), and the compaction commit lands after the members'
-concurrent flushes without failing them (see :mod:`pipeline.lake.maintenance`).
+concurrent flushes without failing them (see :mod:`pipeline.lake.compaction`).
 The only thing the service's writer thread does for it is note the cycles of each
 committed range (:class:`CycleRecorder`, a set union per flush).
 
@@ -47,8 +47,8 @@ import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from pipeline.errors import PipelineError
+from pipeline.lake.compaction import Compaction, CompactionConflict, compact_table
 from pipeline.lake.lake import Lake
-from pipeline.lake.maintenance import Compaction, CompactionConflict, compact_table
 from pipeline.lake.tables import PARTITION, RATED
 from pipeline.runtime.ports import Flush, LakeTable, Mark
 from pipeline.settings import CompactionSettings, LakeSettings

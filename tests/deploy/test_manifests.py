@@ -724,7 +724,7 @@ def test_lake_cronjobs_maintain_the_consumers_lake(
     (same volume, same mount, the same CDR_OUTPUT from their ConfigMap), nothing else
     (no Kafka or Redis settings, no secrets), a safe vacuum retention, and settings
     that load."""
-    from pipeline.lake.maintenance import SAFE_RETAIN_HOURS
+    from pipeline.lake.vacuum import SAFE_RETAIN_HOURS
 
     consumers = pod_spec("Deployment", "cdr-pipeline")
     consumer_lake = next(v for v in consumers["volumes"] if v["name"] == "lake")

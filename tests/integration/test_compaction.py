@@ -29,8 +29,8 @@ from deltalake import DeltaTable
 
 from pipeline.cli import main
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis
+from pipeline.lake.compaction import compact_table
 from pipeline.lake.lake import Lake, partition_app_id
-from pipeline.lake.maintenance import compact_table
 from pipeline.lake.partitions import PartitionTable
 from pipeline.lake.tables import RATED
 from pipeline.streaming import produce_files

@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import KafkaError, Message, TopicPartition
 
 from pipeline.embedded import EmbeddedKafka, EmbeddedRedis
-from pipeline.io import dead_letter_topic, kafka_clients
+from pipeline.io import dead_letter_codec, kafka_clients
 from pipeline.io.schemas import load_call_event_schema
 from pipeline.io.wire import encode
 from pipeline.lake.lake import Lake
@@ -36,7 +36,7 @@ from tests.unit.events import event
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-CAP = dead_letter_topic.DEFAULT_MAX_MESSAGE_BYTES
+CAP = dead_letter_codec.DEFAULT_MAX_MESSAGE_BYTES
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -162,7 +162,7 @@ def test_oversized_bad_messages_become_capped_dead_letters_and_run_exits_0(
     rated = lake_rated(lake)
     assert sorted(rated.column("call_id").to_pylist()) == sorted(str(e["call_id"]) for e in good)
     raw = _raw_topic(brokers, dlq, len(bad))
-    letters = [dead_letter_topic.decode(_bytes(m.value())) for m in raw]
+    letters = [dead_letter_codec.decode(_bytes(m.value())) for m in raw]
     rated_offsets = set(
         zip(
             rated.column("source_partition").to_pylist(),
@@ -186,10 +186,10 @@ def test_oversized_bad_messages_become_capped_dead_letters_and_run_exits_0(
         value, reason = bad[key]
         assert letter["reason"] == reason
         size = len(_bytes(message.key())) + len(_bytes(message.value()))
-        assert size + dead_letter_topic.RECORD_OVERHEAD <= CAP
+        assert size + dead_letter_codec.RECORD_OVERHEAD <= CAP
         assert letter["payload_size"] == len(value)
         assert letter["payload_sha256"] == hashlib.sha256(value).hexdigest()
-        kept = lake / dead_letter_topic.payload_ref(letter)
+        kept = lake / dead_letter_codec.payload_ref(letter)
         if key in (b"small", b"cap-under"):
             assert not letter["payload_truncated"]
             assert letter["payload"] == value

@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from pipeline.cli import main
 from pipeline.embedded import EmbeddedKafka
 from pipeline.generate import write_generated
-from pipeline.io import dead_letter_topic
+from pipeline.io import dead_letter_codec, dead_letter_topic
 from pipeline.lake.lake import Lake
 from pipeline.lake.tables import RATED
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR
@@ -182,7 +182,7 @@ def test_dead_letters_export_to_s3_once_per_event(
         lake=lake.payloads,
         max_message_bytes=16_384,
     )
-    producer.send(dead_letter_topic.to_table(rows))
+    producer.send(dead_letter_codec.to_table(rows))
     argv = ["dead-letters", "export", "--topic", topic, "--output", lake_uri]
     rc, output = _cli([*argv, "--brokers", kafka.brokers], capsys)
     assert rc == 0, output

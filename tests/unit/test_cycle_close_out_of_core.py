@@ -23,7 +23,8 @@ from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.generate import write_generated
 from pipeline.lake.cycle_scan import scan_cycle_totals
-from pipeline.lake.lake import Lake, Snapshot
+from pipeline.lake.lake import Lake
+from pipeline.lake.readers import Snapshot
 from pipeline.lake.tables import INVOICES, RATED
 from pipeline.rating.columns import INVOICE_LINE_SCHEMA
 from pipeline.rating.cycle import close_cycle, cycle_totals, latest_revisions, short_call_bound

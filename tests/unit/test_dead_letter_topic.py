@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import BrokerError, InfrastructureError, SinkError
+from pipeline.io import dead_letter_codec as codec
 from pipeline.io import dead_letter_topic as dlt
 from pipeline.rating.columns import DEAD_LETTER_SCHEMA
 from pipeline.settings import DeadLetterSettings
@@ -45,20 +46,20 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def fits(message: dlt.DeadLetterMessage, cap: int) -> bool:
-    return message.size + dlt.RECORD_OVERHEAD <= cap
+def fits(message: codec.DeadLetterMessage, cap: int) -> bool:
+    return message.size + codec.RECORD_OVERHEAD <= cap
 
 
 # ----------------------------------------------------------------- encode / decode
 def test_round_trip_small_payload() -> None:
     """R1: a small dead letter carries every column and its whole payload."""
     original = row()
-    message = dlt.encode(original)
+    message = codec.encode(original)
     assert not message.truncated
     assert message.ref is None
     assert message.key == b"call-events:3:123456"
     assert message.reason == b"DECODE_ERROR"
-    back = dlt.decode(message.value)
+    back = codec.decode(message.value)
     assert {k: back[k] for k in DEAD_LETTER_SCHEMA.names} == original
     assert back["payload_size"] == len(original["payload"])
     assert back["payload_sha256"] == sha(original["payload"])
@@ -70,7 +71,7 @@ def test_round_trip_small_payload() -> None:
 
 def test_none_payload() -> None:
     """A message without value (tombstone) is a dead letter without payload, size or hash."""
-    back = dlt.decode(dlt.encode(row(None)).value)
+    back = codec.decode(codec.encode(row(None)).value)
     assert back["payload"] is None
     assert back["payload_size"] is None
     assert back["payload_sha256"] is None
@@ -79,24 +80,26 @@ def test_none_payload() -> None:
 
 def test_empty_payload() -> None:
     """An empty value stays an empty payload (not null), size 0, hash of nothing."""
-    back = dlt.decode(dlt.encode(row(b"")).value)
+    back = codec.decode(codec.encode(row(b"")).value)
     assert back["payload"] == b""
     assert back["payload_size"] == 0
     assert back["payload_sha256"] == sha(b"")
 
 
-@pytest.mark.parametrize("cap", [dlt.MIN_MAX_MESSAGE_BYTES, dlt.DEFAULT_MAX_MESSAGE_BYTES, 999_000])
+@pytest.mark.parametrize(
+    "cap", [codec.MIN_MAX_MESSAGE_BYTES, codec.DEFAULT_MAX_MESSAGE_BYTES, 999_000]
+)
 @pytest.mark.parametrize("size", [999_000, MiB, MiB + 1, 20 * MiB])
 def test_oversized_payload_is_capped_with_size_and_hash(cap: int, size: int) -> None:
     """Issue 10 #2: a payload around 1 MiB (or far over) gives a letter within the cap,
     carrying a prefix, the full size and the SHA-256; decode never returns the prefix
     as the payload."""
     payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    message = dlt.encode(row(payload), cap)
+    message = codec.encode(row(payload), cap)
     assert fits(message, cap)
     assert message.truncated
     assert message.ref == "dead_letter_payloads/call-events+3+123456.bin"
-    back = dlt.decode(message.value)
+    back = codec.decode(message.value)
     assert back["payload"] is None
     assert back["payload_truncated"] is True
     assert back["payload_size"] == size
@@ -108,23 +111,23 @@ def test_oversized_payload_is_capped_with_size_and_hash(cap: int, size: int) -> 
     assert json.loads(message.value)["payload_ref"] == message.ref
 
 
-@pytest.mark.parametrize("cap", [dlt.MIN_MAX_MESSAGE_BYTES, dlt.DEFAULT_MAX_MESSAGE_BYTES])
+@pytest.mark.parametrize("cap", [codec.MIN_MAX_MESSAGE_BYTES, codec.DEFAULT_MAX_MESSAGE_BYTES])
 def test_payload_just_under_and_just_over_the_cap(cap: int) -> None:
     """The largest payload that fits goes whole; one byte more is truncated; both fit."""
     lo, hi = 0, cap
     while lo < hi:  # largest size carried whole
         mid = (lo + hi + 1) // 2
-        if dlt.encode(row(b"\xff" * mid), cap).truncated:
+        if codec.encode(row(b"\xff" * mid), cap).truncated:
             hi = mid - 1
         else:
             lo = mid
-    under, over = dlt.encode(row(b"\xff" * lo), cap), dlt.encode(row(b"\xff" * (lo + 1)), cap)
+    under, over = codec.encode(row(b"\xff" * lo), cap), codec.encode(row(b"\xff" * (lo + 1)), cap)
     assert not under.truncated
     assert over.truncated
     assert fits(under, cap)
     assert fits(over, cap)
-    assert cap - dlt.RECORD_OVERHEAD - under.size < 8  # base64 groups of 4: at most 7 left
-    assert dlt.decode(under.value)["payload"] == b"\xff" * lo
+    assert cap - codec.RECORD_OVERHEAD - under.size < 8  # base64 groups of 4: at most 7 left
+    assert codec.decode(under.value)["payload"] == b"\xff" * lo
     # base64 and JSON overhead: the whole payload is about 3/4 of the cap
     assert (cap - 2000) * 3 // 4 < lo < cap * 3 // 4
 
@@ -140,10 +143,10 @@ def test_payload_just_under_and_just_over_the_cap(cap: int) -> None:
 )
 def test_odd_unicode_and_huge_text_fields_are_clipped(text: str) -> None:
     """``detail``, ``call_id`` and ``source_file`` of any size or script fit the cap."""
-    cap = dlt.MIN_MAX_MESSAGE_BYTES
-    message = dlt.encode(row(b"p" * 5000, detail=text, call_id=text), cap)
+    cap = codec.MIN_MAX_MESSAGE_BYTES
+    message = codec.encode(row(b"p" * 5000, detail=text, call_id=text), cap)
     assert fits(message, cap)
-    back = dlt.decode(message.value)
+    back = codec.decode(message.value)
     assert back["detail"].startswith(text[:200])
     assert back["detail"].endswith("characters, truncated]")
     assert back["call_id"].startswith(text[:64])
@@ -185,27 +188,27 @@ def test_fast_letter_is_byte_for_byte_json_dumps(
     index: int | None,
 ) -> None:
     """The writer's fast path writes exactly what ``json.dumps(sort_keys=True)`` did."""
-    assert dlt._TEMPLATE_FITS  # the fast path is the one tested here
+    assert codec._TEMPLATE_FITS  # the fast path is the one tested here
     r = row(
         payload, detail=detail, call_id=call_id, revision=revision, source_topic=topic,
         source_file=source_file, source_index=index,
     )  # fmt: skip
-    message = dlt.encode(r)
+    message = codec.encode(r)
     assert not message.truncated
     assert message.value == _reference_value(r)
 
 
 def test_short_unicode_detail_round_trips() -> None:
     detail = "bad 😀 \u202e \ud800 é"
-    assert dlt.decode(dlt.encode(row(detail=detail)).value)["detail"] == detail
+    assert codec.decode(codec.encode(row(detail=detail)).value)["detail"] == detail
 
 
 def test_without_prefix_keeps_size_and_hash() -> None:
     """The shrink step after a broker refusal: no prefix, size and hash kept."""
     payload = b"q" * 500
-    message = dlt.encode(row(payload), keep_prefix=False)
+    message = codec.encode(row(payload), keep_prefix=False)
     assert message.truncated
-    back = dlt.decode(message.value)
+    back = codec.decode(message.value)
     assert back["payload"] is None
     assert back["payload_prefix"] is None
     assert (back["payload_size"], back["payload_sha256"]) == (500, sha(payload))
@@ -213,36 +216,38 @@ def test_without_prefix_keeps_size_and_hash() -> None:
 
 def test_payload_ref_cannot_escape_the_lake() -> None:
     """The name is derived from the event identity; a hostile topic name is hashed."""
-    assert dlt.payload_ref(row()) == "dead_letter_payloads/call-events+3+123456.bin"
-    ref = dlt.payload_ref(row(source_topic="../../etc/passwd"))
+    assert codec.payload_ref(row()) == "dead_letter_payloads/call-events+3+123456.bin"
+    ref = codec.payload_ref(row(source_topic="../../etc/passwd"))
     assert ref.startswith("dead_letter_payloads/")
     assert ".." not in ref
     assert ref.count("/") == 1
-    ref = dlt.payload_ref(row(source_topic=None, source_file="/x/../y.avro", source_index=4))
+    ref = codec.payload_ref(row(source_topic=None, source_file="/x/../y.avro", source_index=4))
     assert ref.startswith("dead_letter_payloads/file+")
     assert ".." not in ref
 
 
 def test_decode_refuses_what_is_not_a_dead_letter() -> None:
     with pytest.raises(ValueError, match="not a dead-letter"):
-        dlt.decode(b'{"x": 1}')
-    doc = json.loads(dlt.encode(row()).value)
+        codec.decode(b'{"x": 1}')
+    doc = json.loads(codec.encode(row()).value)
     doc["payload"] = base64.b64encode(b"other").decode()
     with pytest.raises(ValueError, match="sha256"):
-        dlt.decode(json.dumps(doc).encode())
+        codec.decode(json.dumps(doc).encode())
 
 
 def test_letters_of_the_old_format_still_decode() -> None:
     """Letters written before size and hash existed: computed on reading."""
     old = {**row(), "payload": base64.b64encode(b"abc").decode()}
-    back = dlt.decode(json.dumps(old).encode())
+    back = codec.decode(json.dumps(old).encode())
     assert back["payload"] == b"abc"
     assert (back["payload_size"], back["payload_sha256"]) == (3, sha(b"abc"))
 
 
 def test_default_cap_matches_the_setting() -> None:
-    assert DeadLetterSettings().max_message_bytes == dlt.DEFAULT_MAX_MESSAGE_BYTES
-    assert dlt.DEFAULT_MAX_MESSAGE_BYTES + dlt.RECORD_OVERHEAD < dlt.LIBRDKAFKA_MESSAGE_MAX_BYTES
+    assert DeadLetterSettings().max_message_bytes == codec.DEFAULT_MAX_MESSAGE_BYTES
+    assert (
+        codec.DEFAULT_MAX_MESSAGE_BYTES + codec.RECORD_OVERHEAD < dlt.LIBRDKAFKA_MESSAGE_MAX_BYTES
+    )
     assert dlt.producer_config(262_144) == {
         "message.max.bytes": 1_000_000,
         "delivery.report.only.error": True,  # failures are all the producer acts on
@@ -255,25 +260,25 @@ def test_resolve_payloads_from_the_lake(tmp_path: Path) -> None:
     """Export/replay: the whole payload comes back from the lake, checked by size and
     hash; otherwise the payload stays null with a note, never the prefix."""
     payload = b"z" * (2 * MiB)
-    ref = dlt.payload_ref(row())
+    ref = codec.payload_ref(row())
     (tmp_path / ref).parent.mkdir(parents=True)
     (tmp_path / ref).write_bytes(payload)
-    found = dlt.decode(dlt.encode(row(payload)).value)
+    found = codec.decode(codec.encode(row(payload)).value)
     assert dlt.resolve_payloads([found], tmp_path) == 0
     assert found["payload"] == payload
 
-    absent = dlt.decode(dlt.encode(row(payload)).value)
+    absent = codec.decode(codec.encode(row(payload)).value)
     assert dlt.resolve_payloads([absent], None) == 1
     assert absent["payload"] is None
     assert "no lake given" in absent["detail"]
 
     (tmp_path / ref).write_bytes(payload[:-1] + b"y")
-    differs = dlt.decode(dlt.encode(row(payload)).value)
+    differs = codec.decode(codec.encode(row(payload)).value)
     assert dlt.resolve_payloads([differs], tmp_path) == 1
     assert differs["payload"] is None
     assert "differs" in differs["detail"]
     assert sha(payload) in differs["detail"]
-    table = dlt.to_table([found, differs])
+    table = codec.to_table([found, differs])
     assert table.schema == DEAD_LETTER_SCHEMA
     assert table.column("payload").to_pylist() == [payload, None]
 
@@ -334,11 +339,11 @@ class FakeProducer:
 
 
 def _table(*rows: dict[str, Any]) -> pa.Table:
-    return dlt.to_table(list(rows))
+    return codec.to_table(list(rows))
 
 
 def _producer(
-    fake: FakeProducer, lake: Path, cap: int = dlt.DEFAULT_MAX_MESSAGE_BYTES
+    fake: FakeProducer, lake: Path, cap: int = codec.DEFAULT_MAX_MESSAGE_BYTES
 ) -> dlt.DeadLetterProducer:
     return dlt.DeadLetterProducer(fake, "dlq", lake=lake, max_message_bytes=cap)  # type: ignore[arg-type]
 
@@ -347,7 +352,7 @@ def test_send_keeps_the_whole_payload_in_the_lake_before_producing(tmp_path: Pat
     """Issue 10 #2: the whole payload is durable in the lake before its capped letter
     is produced (so the offset only advances once it is)."""
     big = b"\x07" + bytes(range(256)) * 4096  # ~1 MiB of junk
-    path = tmp_path / dlt.payload_ref(row(big, source_offset=7))
+    path = tmp_path / codec.payload_ref(row(big, source_offset=7))
     seen: list[bool] = []
     fake = FakeProducer(
         on_produce=lambda key, _v: seen.append(path.is_file()) if key.endswith(b":7") else None
@@ -356,12 +361,12 @@ def test_send_keeps_the_whole_payload_in_the_lake_before_producing(tmp_path: Pat
     assert sent == 2
     assert seen == [True]
     assert path.read_bytes() == big
-    assert not (tmp_path / dlt.payload_ref(row(source_offset=8))).exists()  # small: not kept
-    letters = [dlt.decode(v) for _, v in fake.delivered]
+    assert not (tmp_path / codec.payload_ref(row(source_offset=8))).exists()  # small: not kept
+    letters = [codec.decode(v) for _, v in fake.delivered]
     assert [d["payload_truncated"] for d in letters] == [True, False]
     assert letters[0]["payload_sha256"] == sha(big)
     assert all(
-        len(k) + len(v) + dlt.RECORD_OVERHEAD <= dlt.DEFAULT_MAX_MESSAGE_BYTES
+        len(k) + len(v) + codec.RECORD_OVERHEAD <= codec.DEFAULT_MAX_MESSAGE_BYTES
         for k, v in fake.delivered
     )
 
@@ -377,11 +382,11 @@ def test_broker_limit_below_the_cap_drops_the_prefix(
     with caplog.at_level(logging.WARNING, logger="pipeline.io.dead_letter_topic"):
         assert _producer(fake, tmp_path).send(_table(row(payload))) == 1
     ((_key, value),) = fake.delivered
-    back = dlt.decode(value)
+    back = codec.decode(value)
     assert back["payload_truncated"]
     assert back["payload_prefix"] is None
     assert back["payload_sha256"] == sha(payload)
-    assert (tmp_path / dlt.payload_ref(back)).read_bytes() == payload
+    assert (tmp_path / codec.payload_ref(back)).read_bytes() == payload
     assert "refused 1 dead letter(s) as too large" in caplog.text
     assert "5550100" not in caplog.text
 
@@ -391,7 +396,7 @@ def test_client_side_refusal_drops_the_prefix(tmp_path: Path) -> None:
     handled the same way: the letter goes without prefix, never an exception."""
     fake = FakeProducer(client_limit=20_000)
     assert _producer(fake, tmp_path).send(_table(row(b"a" * 100_000))) == 1
-    assert dlt.decode(fake.delivered[0][1])["payload_prefix"] is None
+    assert codec.decode(fake.delivered[0][1])["payload_prefix"] is None
 
 
 def test_refused_even_without_payload_is_an_outage_not_a_loop(tmp_path: Path) -> None:

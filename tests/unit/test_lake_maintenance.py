@@ -25,12 +25,13 @@ from pipeline.batch import rate_files
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 from pipeline.generate import write_generated
-from pipeline.lake import maintenance
+from pipeline.lake import compaction, handles
+from pipeline.lake.compaction import compact_lake, compact_table
 from pipeline.lake.lake import Lake, partition_app_id
-from pipeline.lake.maintenance import compact_lake, compact_table, vacuum_lake
 from pipeline.lake.partitions import PartitionTable
 from pipeline.lake.sizes import parse_hours, parse_size
 from pipeline.lake.tables import DEAD, RATED
+from pipeline.lake.vacuum import vacuum_lake
 from pipeline.refdata.files import SAMPLE_REFDATA_DIR, load_reference_dir
 from pipeline.runtime.compaction import CompactionMetrics, CycleRecorder, ScheduledCompaction
 from pipeline.runtime.ports import Flush
@@ -238,7 +239,7 @@ def test_a_compaction_that_loses_its_race_is_started_again(
     then starts again from the new version and finds nothing left; rows once each."""
     cycle = streamed.cycles()[0]
     rows = all_rated(streamed)
-    real_open = maintenance._open
+    real_open = handles.open_fresh
     stale = real_open(streamed, RATED)  # opened before the other compaction
     compact_table(streamed, RATED, cycle=cycle)  # the other member's
     opened: list[int] = []
@@ -247,7 +248,7 @@ def test_a_compaction_that_loses_its_race_is_started_again(
         opened.append(1)
         return stale if len(opened) == 1 else real_open(lake, name)
 
-    monkeypatch.setattr(maintenance, "_open", open_stale_first)
+    monkeypatch.setattr(compaction, "open_fresh", open_stale_first)
     ours = compact_table(streamed, RATED, cycle=cycle, backoff_s=0)
     assert ours.attempts == 2
     assert ours.version is None  # the other one did the work
@@ -266,19 +267,19 @@ def test_two_compactions_from_the_same_version_cannot_both_commit(
     rows = all_rated(streamed)
     root = streamed.location.path
     assert root is not None
-    stale = maintenance._open(streamed, RATED)
+    stale = handles.open_fresh(streamed, RATED)
     assert stale is not None
     stale.update_incremental = lambda: None  # type: ignore[method-assign]
     compact_table(streamed, RATED, cycle=cycle)  # the other member's
     on_disk = data_files(root)
     opened: list[int] = []
-    real_open = maintenance._open
+    real_open = handles.open_fresh
 
     def open_stale_first(lake: Lake, name: str) -> DeltaTable | None:
         opened.append(1)
         return stale if len(opened) == 1 else real_open(lake, name)
 
-    monkeypatch.setattr(maintenance, "_open", open_stale_first)
+    monkeypatch.setattr(compaction, "open_fresh", open_stale_first)
     ours = compact_table(streamed, RATED, cycle=cycle, backoff_s=0)
     assert ours.attempts == 2
     assert ours.version is None
@@ -330,11 +331,11 @@ def test_a_compaction_losing_every_race_gives_up_with_nothing_committed(
     streamed: Lake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cycle = streamed.cycles()[0]
-    stale = [maintenance._open(streamed, RATED) for _ in range(3)]
+    stale = [handles.open_fresh(streamed, RATED) for _ in range(3)]
     compact_table(streamed, RATED, cycle=cycle)
     version = streamed.version(RATED)
-    monkeypatch.setattr(maintenance, "_open", lambda lake, name: stale.pop())
-    with pytest.raises(maintenance.CompactionConflict, match="lost 3 races"):
+    monkeypatch.setattr(compaction, "open_fresh", lambda lake, name: stale.pop())
+    with pytest.raises(compaction.CompactionConflict, match="lost 3 races"):
         compact_table(streamed, RATED, cycle=cycle, attempts=3, backoff_s=0)
     assert streamed.version(RATED) == version
 
