@@ -3,7 +3,7 @@
 Contract: compact and vacuum work on an existing lake only (``--lake``, else the
 ``output`` setting; never created here) and check every argument (size, hours, cycle,
 table) before the lake is read, so a refusal (exit 2) deletes and rewrites nothing.
-The work is :mod:`pipeline.lake.convert` and :mod:`pipeline.lake.maintenance`.
+The work is :mod:`pipeline.lake.convert` and :mod:`pipeline.lake.compaction` and :mod:`pipeline.lake.vacuum`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _maintained_lake(args: argparse.Namespace) -> Lake:
 
 
 def cmd_lake_compact(args: argparse.Namespace) -> int:
-    from pipeline.lake.maintenance import COMPACTABLE, compact_lake, table_cycles
+    from pipeline.lake.compaction import COMPACTABLE, compact_lake, table_cycles
     from pipeline.lake.sizes import parse_size
     from pipeline.lake.tables import DEAD, RATED, check_cycle
 
@@ -73,8 +73,8 @@ def cmd_lake_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_lake_vacuum(args: argparse.Namespace) -> int:
-    from pipeline.lake.maintenance import check_retention, vacuum_lake
     from pipeline.lake.sizes import parse_hours
+    from pipeline.lake.vacuum import check_retention, vacuum_lake
 
     hours = parse_hours(args.retain_hours, "--retain-hours")
     check_retention(hours, force=args.force, full=args.full)  # before the lake is read
