@@ -41,7 +41,15 @@ class LibrdkafkaLog:
     facility, client name, text)`` for each librdkafka line."""
 
     def log(self, level: int, msg: str, *args: Any, **_kwargs: Any) -> None:
-        level = _LEVELS.get(level, level)
+        """Never raises: an exception here would be left pending inside librdkafka's
+        call and surface later in an unrelated call of the consumer's thread."""
+        try:
+            self._log(level, msg, *args)
+        except Exception:
+            LOG.debug("a librdkafka log line could not be logged", exc_info=True)
+
+    def _log(self, level: int, msg: str, *args: Any) -> None:
+        level = _LEVELS.get(level, level) if isinstance(level, int) else logging.WARNING
         if not LOG.isEnabledFor(level):
             return
         if len(args) == 3:
@@ -53,7 +61,15 @@ class LibrdkafkaLog:
 
 
 def log_client_error(err: KafkaError) -> None:
-    """confluent-kafka's ``error_cb`` (see the module docstring)."""
+    """confluent-kafka's ``error_cb`` (see the module docstring). Never raises (see
+    :meth:`LibrdkafkaLog.log`)."""
+    try:
+        _log_client_error(err)
+    except Exception:
+        LOG.debug("a kafka client error could not be logged", exc_info=True)
+
+
+def _log_client_error(err: KafkaError) -> None:
     if err.fatal():
         level = logging.ERROR
     elif err.code() == KafkaError._TRANSPORT:
