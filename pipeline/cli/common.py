@@ -192,6 +192,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         schema_registry=getattr(args, "schema_registry", None),
         metrics_port=getattr(args, "metrics_port", None),
         metrics_host=getattr(args, "metrics_host", None),
+        log_level=getattr(args, "log_level", None),
         kafka={k: v for k, v in kafka.items() if v is not None},
         redis={k: v for k, v in redis.items() if v is not None},
     )

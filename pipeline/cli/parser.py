@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument(
         "--log-level",
-        default="INFO",
-        help="DEBUG, INFO, WARNING or ERROR (default INFO); run takes its level from the "
-        "setting log_level (CDR_LOG_LEVEL) instead",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default INFO; for run, the setting log_level, "
+        "CDR_LOG_LEVEL, which this flag overrides)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -54,3 +54,12 @@ def test_the_config_flag_wins_over_cdr_config(
     monkeypatch.setenv("CDR_CONFIG", str(env_file))
     assert load_settings().topic == "from-env-file"
     assert load_settings(flag_file).topic == "from-flag-file"
+
+
+def test_the_log_level_flag_wins_for_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--log-level`` is a flag like the others: it beats ``CDR_LOG_LEVEL`` (before, run
+    re-applied the setting over it)."""
+    monkeypatch.setenv("CDR_LOG_LEVEL", "WARNING")
+    assert settings_from_args(build_parser().parse_args(["run"])).log_level == "WARNING"
+    args = build_parser().parse_args(["--log-level", "DEBUG", "run"])
+    assert settings_from_args(args).log_level == "DEBUG"
