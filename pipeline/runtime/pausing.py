@@ -120,6 +120,9 @@ class Pausing:
         self._lock = threading.Lock()
         self._outages: dict[str, Outage] = {}
         self._holds = 0  # main thread only: pauses of the assignment in force
+        #: Partitions assigned while no hold was on, to resume once the rebalance
+        #: callback has returned (:meth:`settle`).
+        self._to_resume: list[TopicPartition] = []
         #: ``clock()`` when the last pause of the assignment ended (main thread); the
         #: idle clock of ``stop_when_idle`` restarts there (a pause is never idleness).
         self.resumed_at = float("-inf")
@@ -145,16 +148,30 @@ class Pausing:
             return self._holds > 0 or bool(self._outages)
 
     def assigned(self, partitions: list[TopicPartition]) -> None:
-        """Main thread, right after ``assign``: new partitions are paused while the
-        assignment is, and explicitly resumed otherwise (librdkafka keeps a partition's
-        pause across unassign and assign: one paused by a hold that a lost session
-        interrupted would otherwise never be fetched again)."""
+        """Main thread, in the assignment callback right after ``assign``: new partitions
+        are paused while the assignment is; otherwise they are explicitly resumed by
+        :meth:`settle` once the callback has returned. librdkafka keeps a partition's
+        pause across unassign and assign (one paused by a hold that a lost session
+        interrupted was never fetched again), and a ``resume`` made inside the rebalance
+        callback itself intermittently left an error pending in the client (a
+        ``SystemError`` in the next call)."""
         if not partitions:
             return
         if self._holds:
             self.consumer.pause(partitions)
         else:
-            self.consumer.resume(partitions)
+            self._to_resume.extend(TopicPartition(tp.topic, tp.partition) for tp in partitions)
+
+    def settle(self) -> None:
+        """Main thread, after ``consume``/``poll`` returned: resume the partitions
+        :meth:`assigned` left for it (those still assigned), unless a hold is on."""
+        if not self._to_resume or self._holds:
+            return
+        pending, self._to_resume = self._to_resume, []
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        resume = [tp for tp in pending if (tp.topic, tp.partition) in owned]
+        if resume:
+            self.consumer.resume(resume)
 
     # ------------------------------------------------------------------ policies
     def retry(
@@ -303,6 +320,7 @@ class Pausing:
         self._holds -= 1
         self.resumed_at = self.clock()
         if self._holds == 0:
+            self._to_resume.clear()  # the whole assignment is resumed here
             assignment = self.consumer.assignment()
             if assignment:
                 self.consumer.resume(assignment)

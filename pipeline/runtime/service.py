@@ -350,6 +350,7 @@ class StreamingService:
     def _consume(self, most: int) -> list[Message]:
         started = time.perf_counter()
         messages = self.consumer.consume(most, POLL_TIMEOUT_S)
+        self.pausing.settle()  # partitions assigned by the callbacks of this call
         stage = "main:consume" if messages else "main:consume_idle"
         self.stages.add(stage, time.perf_counter() - started)
         return messages
