@@ -302,13 +302,20 @@ def _accounts(groups: _Aggregates, invoice_lines: pa.Table | None) -> tuple[Acco
             row["call_class"], row
         )
     accounts = []
-    for account, classes in per_account.items():
+    for account, found in per_account.items():
+        # in call-class order, whatever order the aggregate returned the rows in
+        classes = {c: found[c] for c in sorted(found, key=_class_rank)}
         total = Group(account)
         for group in classes.values():
             total = total + group
         accounts.append(Account(total, classes, invoice_by_account.get(account)))
     accounts.sort(key=lambda a: (-a.totals.total, a.totals.key))
     return tuple(accounts)
+
+
+def _class_rank(call_class: str) -> tuple[int, str]:
+    order = list(CLASS_ORDER)
+    return (order.index(call_class) if call_class in order else len(order), call_class)
 
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:

@@ -115,6 +115,7 @@ class StreamingService:
         self.stopping = threading.Event()
         self.generation = 0  # bumped on every assignment change
         self.assigned = False
+        self._ever_assigned = False  # set by the first assignment (see _waiting)
         self.http: ObservabilityServer | None = None
         self._loop_tick = time.monotonic()  # liveness: the loop's last turn
         self._unassigned_at: dict[int, float] = {}  # partition -> revoked or lost at
@@ -170,6 +171,7 @@ class StreamingService:
         self.consumer.assign(partitions)
         self.pausing.assigned(partitions)
         self.assigned = True
+        self._ever_assigned = True
         numbers = [tp.partition for tp in partitions]
         LOG.info(
             "assigned count=%d partitions=%s",
@@ -342,10 +344,13 @@ class StreamingService:
         return self.stats
 
     def _waiting(self) -> bool:
-        """Not idle though nothing came: waiting for the group (no assignment yet, or a
-        rebalance in progress), for a dependency (an outage, backpressure) or for
-        writes in flight. ``stop_when_idle`` counts only time that is none of these."""
-        return not self.assigned or self.pausing.paused or self.committer.in_flight > 0
+        """Not idle though nothing came: waiting for the group's first assignment, for a
+        dependency (an outage, backpressure) or for writes in flight.
+        ``stop_when_idle`` counts only time that is none of these. Time without an
+        assignment after a first one counts as idle: a member the group leaves without
+        partitions (or whose rebalance does not complete) still stops."""
+        joining = not self.assigned and not self._ever_assigned
+        return joining or self.pausing.paused or self.committer.in_flight > 0
 
     def _consume(self, most: int) -> list[Message]:
         started = time.perf_counter()
